@@ -1,0 +1,1 @@
+"""Board profiles as data (installed as ``edgeseg.boards``): one YAML file per board."""

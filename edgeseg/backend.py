@@ -1,0 +1,251 @@
+"""The backend interface: named numpy arrays in, named numpy arrays out.
+
+A backend is one module in ``runtimes/`` (installed as ``edgeseg.runtimes``) with one
+:class:`Backend` subclass decorated with :func:`register`. Importing that module must stay cheap:
+the vendor library (onnxruntime, openvino, ...) is imported inside ``__init__`` only, so
+``edgeseg doctor`` can list every backend and why it is unavailable without crashing on any.
+
+Everything format-specific (NHWC outputs, quantization parameters, where metadata lives) is
+described by the backend through :class:`TensorSpec` and :attr:`Backend.metadata`; the decoder in
+``edgeseg.layout`` never learns which backend ran.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
+
+import numpy as np
+
+from .errors import BackendUnavailableError, InputError, ModelLoadError
+
+__all__ = [
+    "TensorSpec",
+    "Backend",
+    "BackendStatus",
+    "register",
+    "backend_classes",
+    "backend_status",
+    "select_backend",
+    "BACKEND_MODULES",
+]
+
+#: Modules that define backends, imported (cheaply, no vendor import) to fill the registry.
+#: A new backend adds its module here; its class registers itself with :func:`register`.
+BACKEND_MODULES: Tuple[str, ...] = (
+    "edgeseg.runtimes.onnxruntime",
+    "edgeseg.runtimes.litert",
+    "edgeseg.runtimes.openvino",
+    "edgeseg.runtimes.ncnn",
+    "edgeseg.runtimes.coreml",
+    "edgeseg.converters.torch_backend",
+)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output as the backend sees it.
+
+    ``shape`` uses ``None`` for dynamic dimensions. For quantized tensors ``scale`` and
+    ``zero_point`` follow the TFLite convention ``real = (q - zero_point) * scale``.
+    """
+
+    name: str
+    shape: Tuple[Optional[int], ...]
+    dtype: np.dtype
+    scale: Optional[float] = None
+    zero_point: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale is not None and np.issubdtype(self.dtype, np.integer)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d: Dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": np.dtype(self.dtype).name}
+        if self.quantized:
+            d["quantization"] = {"scale": float(self.scale), "zero_point": int(self.zero_point)}  # type: ignore[arg-type]
+        return d
+
+
+class Backend:
+    """Base class of every backend. Subclasses set the class attributes and implement
+    ``__init__`` (load), :meth:`run` and, when they hold resources, :meth:`close`.
+
+    After ``__init__`` a backend exposes :attr:`inputs`, :attr:`outputs` (lists of
+    :class:`TensorSpec`) and :attr:`metadata` (the format-embedded key/value metadata, values as
+    stored, usually strings; parsed by :mod:`edgeseg.metadata`).
+    """
+
+    #: short name used by ``backend=`` and the CLI's ``--backend``
+    name: ClassVar[str] = ""
+    #: model path suffixes this backend opens, in lower case (a folder is matched by its content)
+    suffixes: ClassVar[Tuple[str, ...]] = ()
+    #: importable module names; the backend is available when any one is importable
+    requires: ClassVar[Tuple[str, ...]] = ()
+    #: the pip extra that installs the vendor library: ``pip install 'edgeseg[<extra>]'``
+    extra: ClassVar[str] = ""
+    #: lower runs first when several backends open the same suffix with ``backend="auto"``
+    priority: ClassVar[int] = 50
+    #: the model format this backend reads, as shown by ``Runtime.info``
+    format: ClassVar[str] = ""
+
+    inputs: List[TensorSpec]
+    outputs: List[TensorSpec]
+    metadata: Dict[str, Any]
+
+    def __init__(self, model: Path, *, threads: Optional[int] = None, **options: Any) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:  # pragma: no cover
+        """Run one inference. ``feeds`` maps input names to arrays matching :attr:`inputs`;
+        returns every output by name, raw (still quantized where the model is)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the vendor session. Idempotent."""
+
+    def describe(self) -> Dict[str, Any]:
+        """Backend-specific facts for ``Runtime.info`` (providers, delegate, device...)."""
+        return {}
+
+    @classmethod
+    def handles(cls, path: Path) -> bool:
+        """Whether this backend can open ``path`` (by suffix, or by a folder's content)."""
+        if path.is_dir():
+            return any(p.suffix.lower() in cls.suffixes for p in path.iterdir())
+        return path.suffix.lower() in cls.suffixes
+
+    @classmethod
+    def vendor_version(cls) -> str:
+        """Import the vendor module and return its version; raises ImportError if missing."""
+        last: Optional[BaseException] = None
+        for mod in cls.requires:
+            try:
+                m = importlib.import_module(mod)
+            except Exception as exc:  # keep the real reason, never swallow it
+                last = exc
+                continue
+            return str(getattr(m, "__version__", "unknown"))
+        raise ImportError(f"none of {', '.join(cls.requires)} could be imported: {last}") from last
+
+    @classmethod
+    def unavailable(cls) -> BackendUnavailableError:
+        return BackendUnavailableError(
+            f"backend {cls.name!r} needs {' or '.join(cls.requires)}, which is not installed; "
+            f"install it with: pip install 'edgeseg[{cls.extra}]'"
+        )
+
+
+_REGISTRY: Dict[str, Type[Backend]] = {}
+
+
+def register(cls: Type[Backend]) -> Type[Backend]:
+    """Class decorator: add a backend to the registry under ``cls.name``."""
+    if not cls.name:
+        raise TypeError(f"{cls.__qualname__} must set a name")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def backend_classes() -> Dict[str, Type[Backend]]:
+    """All known backends by name. Imports the backend modules, never a vendor library."""
+    for mod in BACKEND_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:  # a module that exists but fails to import is a bug: show it
+                raise
+    return dict(sorted(_REGISTRY.items(), key=lambda kv: (kv[1].priority, kv[0])))
+
+
+@dataclass
+class BackendStatus:
+    """Availability of one backend, for ``edgeseg doctor`` and error messages."""
+
+    name: str
+    format: str
+    available: bool
+    version: Optional[str] = None
+    reason: Optional[str] = None
+    extra: str = ""
+    suffixes: Tuple[str, ...] = field(default_factory=tuple)
+
+
+def backend_status(import_vendor: bool = False) -> List[BackendStatus]:
+    """Availability of every backend. With ``import_vendor`` the vendor library is imported to
+    report its version (and the real import error when it fails); otherwise only
+    ``importlib.util.find_spec`` is consulted."""
+    out = []
+    for name, cls in backend_classes().items():
+        found = any(_find_spec(m) for m in cls.requires)
+        st = BackendStatus(name, cls.format, found, extra=cls.extra, suffixes=cls.suffixes)
+        if not found:
+            st.reason = f"{' or '.join(cls.requires)} not installed (pip install 'edgeseg[{cls.extra}]')"
+        elif import_vendor:
+            try:
+                st.version = cls.vendor_version()
+            except ImportError as exc:
+                st.available, st.reason = False, str(exc)
+        out.append(st)
+    return out
+
+
+def _find_spec(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def select_backend(path: Path, backend: str = "auto") -> Type[Backend]:
+    """The backend class for ``path``: the named one, or with ``"auto"`` the first available
+    backend (by priority) that opens this kind of file."""
+    classes = backend_classes()
+    if backend != "auto":
+        if backend not in classes:
+            raise InputError(f"unknown backend {backend!r}; expected one of: auto, {', '.join(classes)}")
+        cls = classes[backend]
+        if not cls.handles(path):
+            raise ModelLoadError(
+                f"backend {backend!r} opens {', '.join(cls.suffixes)} models, but got {path.name!r}"
+            )
+        if not any(_find_spec(m) for m in cls.requires):
+            raise cls.unavailable()
+        return cls
+    candidates = [c for c in classes.values() if c.handles(path)]
+    if not candidates:
+        known = sorted({s for c in classes.values() for s in c.suffixes})
+        found = "a folder without a model file" if path.is_dir() else f"suffix {path.suffix or '(none)'!r}"
+        raise ModelLoadError(f"{path}: unsupported model format; expected one of {', '.join(known)}, found {found}")
+    for cls in candidates:
+        if any(_find_spec(m) for m in cls.requires):
+            return cls
+    extras = " or ".join(f"pip install 'edgeseg[{c.extra}]'" for c in candidates)
+    raise BackendUnavailableError(
+        f"{path.name} needs one of the backends {', '.join(c.name for c in candidates)}, none of which is installed; "
+        f"install one with: {extras}"
+    )
+
+
+def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Float array to the quantized dtype of ``spec`` (round half away, saturating)."""
+    info = np.iinfo(spec.dtype)
+    q = np.rint(x / spec.scale + spec.zero_point)  # type: ignore[operator]
+    return np.clip(q, info.min, info.max).astype(spec.dtype)
+
+
+def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Quantized array to float32 (``(q - zero_point) * scale``); float arrays pass through as float32."""
+    if not spec.quantized or not np.issubdtype(q.dtype, np.integer):
+        return q if q.dtype == np.float32 else q.astype(np.float32)
+    return (q.astype(np.float32) - np.float32(spec.zero_point)) * np.float32(spec.scale)
+
+
+def ensure_file(path: Path, kinds: Sequence[str]) -> None:
+    """Raise ModelLoadError when ``path`` does not exist or is empty."""
+    if not path.exists():
+        raise ModelLoadError(f"model not found: {path} (expected a {' / '.join(kinds)} file)")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ModelLoadError(f"{path}: file is empty (expected a {' / '.join(kinds)} model)")

@@ -1,0 +1,141 @@
+"""Letterbox and tensor packing, identical to Ultralytics' so boxes agree.
+
+Coordinate frames: *source* pixels (the user's image), *input* pixels (the letterboxed model
+input, H x W), *proto* pixels (the mask prototypes, H/4 x W/4 for YOLO-seg).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .backend import TensorSpec
+from .errors import InputError
+
+__all__ = ["Letterbox", "letterbox_geometry", "Preprocessor", "PAD_VALUE"]
+
+PAD_VALUE = 114
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a source image maps into the model input: ``input = source * gain + (pad_x, pad_y)``."""
+
+    orig_shape: Tuple[int, int]  # (H, W) source
+    input_shape: Tuple[int, int]  # (H, W) model input
+    resized: Tuple[int, int]  # (H, W) of the scaled image inside the input
+    gain: float
+    pad: Tuple[int, int]  # (left, top) in input pixels
+
+    def to_source(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """Input-pixel xyxy boxes to source pixels, clipped to the image (in place, returned)."""
+        b = boxes_xyxy
+        b[:, [0, 2]] -= self.pad[0]
+        b[:, [1, 3]] -= self.pad[1]
+        b /= self.gain
+        h, w = self.orig_shape
+        np.clip(b[:, [0, 2]], 0, w, out=b[:, [0, 2]])
+        np.clip(b[:, [1, 3]], 0, h, out=b[:, [1, 3]])
+        return b
+
+
+def letterbox_geometry(orig_shape: Tuple[int, int], new_shape: Tuple[int, int], stride: int = 32,
+                       auto: bool = False, scaleup: bool = True) -> Letterbox:
+    """Ultralytics' LetterBox arithmetic: scale to fit, pad evenly (``auto``: pad only to a
+    multiple of ``stride``, giving a rectangular input)."""
+    h, w = orig_shape
+    r = min(new_shape[0] / h, new_shape[1] / w)
+    if not scaleup:
+        r = min(r, 1.0)
+    new_w, new_h = int(round(w * r)), int(round(h * r))
+    dw, dh = new_shape[1] - new_w, new_shape[0] - new_h
+    if auto:
+        dw, dh = dw % stride, dh % stride
+    left, right = int(round(dw / 2 - 0.1)), int(round(dw / 2 + 0.1))
+    top, bottom = int(round(dh / 2 - 0.1)), int(round(dh / 2 + 0.1))
+    return Letterbox(
+        orig_shape=(h, w),
+        input_shape=(new_h + top + bottom, new_w + left + right),
+        resized=(new_h, new_w),
+        gain=r,
+        pad=(left, top),
+    )
+
+
+class Preprocessor:
+    """Turns a BGR uint8 image into the model's input tensor.
+
+    ``spec`` is the model input; ``imgsz`` (H, W) the letterbox target; ``rect`` pads only to a
+    multiple of ``stride`` (for dynamic-shape models). Layout (NCHW/NHWC) and dtype (float32,
+    float16, int8/uint8 with scale and zero point) follow ``spec``.
+    """
+
+    def __init__(self, spec: TensorSpec, imgsz: Tuple[int, int], stride: int = 32, rect: bool = False) -> None:
+        self.spec = spec
+        self.imgsz = imgsz
+        self.stride = stride
+        self.rect = rect
+        self.nhwc = is_nhwc(spec.shape)
+        dtype = np.dtype(spec.dtype)
+        self.dtype = dtype
+        self._lut: Optional[np.ndarray] = None
+        if np.issubdtype(dtype, np.integer):
+            if spec.scale is None:
+                if dtype != np.uint8:
+                    raise InputError(f"input {spec.name!r} is {dtype} without quantization parameters; expected float or quantized input")
+                self._lut = np.arange(256, dtype=np.uint8)  # raw 0-255 pixels
+            else:
+                info = np.iinfo(dtype)
+                q = np.rint(np.arange(256) / 255.0 / spec.scale + spec.zero_point)
+                self._lut = np.clip(q, info.min, info.max).astype(dtype)
+        elif not np.issubdtype(dtype, np.floating):
+            raise InputError(f"input {spec.name!r} has dtype {dtype}; expected float32/float16/int8/uint8")
+
+    def geometry(self, orig_shape: Tuple[int, int]) -> Letterbox:
+        return letterbox_geometry(orig_shape, self.imgsz, self.stride, auto=self.rect)
+
+    def __call__(self, img: np.ndarray) -> Tuple[np.ndarray, Letterbox]:
+        """(tensor with batch dim, letterbox geometry) for one BGR uint8 image."""
+        import cv2
+
+        lb = self.geometry(img.shape[:2])
+        if lb.resized != lb.orig_shape:
+            img = cv2.resize(img, (lb.resized[1], lb.resized[0]), interpolation=cv2.INTER_LINEAR)
+        left, top = lb.pad
+        bottom = lb.input_shape[0] - lb.resized[0] - top
+        right = lb.input_shape[1] - lb.resized[1] - left
+        if top or bottom or left or right:
+            img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+        if self._lut is None:
+            # x / 255 as a true float32 division (not x * (1/255)): int8-weight models quantize
+            # activations at run time and amplify last-bit differences; this matches Ultralytics
+            if not self.nhwc:
+                blob = cv2.dnn.blobFromImage(img, 1.0, swapRB=True)
+                np.divide(blob, np.float32(255.0), out=blob)
+            else:
+                rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+                blob = np.empty((1,) + rgb.shape, np.float32)
+                np.divide(rgb, np.float32(255.0), out=blob[0], dtype=np.float32)
+            if self.dtype != np.float32:
+                blob = blob.astype(self.dtype)
+            return blob, lb
+        rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        q = self._lut[rgb]
+        q = q[None] if self.nhwc else q.transpose(2, 0, 1)[None]
+        return np.ascontiguousarray(q), lb
+
+
+def is_nhwc(shape: Tuple[Optional[int], ...]) -> bool:
+    """Whether a 4-D image input is NHWC (channels last)."""
+    if len(shape) != 4:
+        raise InputError(f"expected a 4-D image input (NCHW or NHWC), found shape {tuple(shape)}")
+    if shape[1] == 3:
+        return False
+    if shape[3] == 3:
+        return True
+    if shape[1] is None and shape[3] not in (None, 3):
+        return False
+    if shape[3] is None and shape[1] not in (None, 3):
+        return True
+    return False  # fully dynamic: assume NCHW, the ONNX/PyTorch convention

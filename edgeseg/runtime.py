@@ -1,0 +1,312 @@
+"""``Runtime``: the embeddable API. One class runs any supported YOLO-seg export through its backend."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, overload
+
+import numpy as np
+
+from .backend import Backend, TensorSpec, dequantize, select_backend
+from .errors import InputError, LayoutError, ModelLoadError
+from .io import load_names, read_image, to_bgr
+from .layout import OutputLayout, resolve_layout
+from .metadata import ModelMeta, parse_metadata, read_sidecar
+from .postprocess import Decoder
+from .preprocess import Letterbox, Preprocessor, is_nhwc
+from .results import Results
+
+__all__ = ["Runtime"]
+
+Source = Union[str, "os.PathLike[str]", np.ndarray]
+DEFAULT_IMGSZ = 640
+
+
+class Runtime:
+    """Run a YOLO segmentation (or detection) model on images, without torch.
+
+    >>> rt = Runtime("yolov8n-seg.onnx", conf=0.25)
+    >>> res = rt("bus.jpg")          # a path, an HxWx3 uint8 BGR array, or a list of them
+    >>> res.boxes, res.scores, res.class_ids, res.masks.rle()
+
+    Args:
+        model: model file or export folder (.onnx, .tflite, OpenVINO .xml or folder, ncnn .param or
+            folder, CoreML .mlpackage, .pt with the ``convert`` extra).
+        conf: confidence threshold (0-1). iou: NMS IoU threshold (0-1). max_det: detections kept.
+        classes: keep only these class ids. imgsz: input size (int or (H, W)); fixed-shape models
+            must match it, dynamic ones are letterboxed to it (rectangular, stride-padded).
+        backend: ``"auto"`` or a backend name (``onnxruntime``, ``litert``, ``openvino``, ...).
+        threads: inference threads. retina_masks: masks cropped at full source resolution.
+        names: class names overriding the model's (dict, list, or a YAML / text file).
+        agnostic_nms: NMS across classes. nms: ``"numpy"`` or ``"opencv"`` implementation.
+        **backend_options: passed to the backend (e.g. ``providers=`` for ONNX Runtime,
+            ``delegate=``/``device=`` for LiteRT, ``device=``/``performance=`` for OpenVINO).
+
+    Thread safety: a Runtime may be shared between threads. Pre- and postprocessing run in the
+    calling thread; inference calls are serialized by an internal lock (vendor sessions are not
+    all re-entrant). For parallel inference, create one Runtime per thread.
+    """
+
+    def __init__(
+        self,
+        model: Union[str, "os.PathLike[str]"],
+        conf: float = 0.25,
+        iou: float = 0.7,
+        max_det: int = 300,
+        classes: Optional[Sequence[int]] = None,
+        imgsz: Optional[Union[int, Sequence[int]]] = None,
+        backend: str = "auto",
+        threads: Optional[int] = None,
+        retina_masks: bool = False,
+        names: Any = None,
+        agnostic_nms: bool = False,
+        nms: str = "numpy",
+        **backend_options: Any,
+    ) -> None:
+        _check_fraction("conf", conf)
+        _check_fraction("iou", iou)
+        if not isinstance(max_det, (int, np.integer)) or isinstance(max_det, bool) or max_det < 1:
+            raise InputError(f"max_det must be a positive integer, got {max_det!r}")
+        if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
+            raise InputError(f"threads must be a positive integer or None, got {threads!r}")
+        if nms not in ("numpy", "opencv"):
+            raise InputError(f"nms must be 'numpy' or 'opencv', got {nms!r}")
+        if classes is not None:
+            try:
+                classes = [int(c) for c in classes]
+            except (TypeError, ValueError):
+                raise InputError(f"classes must be a list of integer class ids, got {classes!r}") from None
+        self.path = Path(model)
+        if not self.path.exists():
+            raise ModelLoadError(f"model not found: {self.path}")
+        backend_cls = select_backend(self.path, backend)
+        self.backend: Backend = backend_cls(self.path, threads=threads, **backend_options)
+        self._closed = False
+        try:
+            self._setup(conf, iou, max_det, classes, imgsz, retina_masks, names, agnostic_nms, nms)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, conf: float, iou: float, max_det: int, classes: Optional[List[int]], imgsz: Any,
+               retina_masks: bool, names: Any, agnostic: bool, nms: str) -> None:
+        raw = dict(read_sidecar(self.path)) if self.path.suffix.lower() not in (".onnx", ".tflite") else {}
+        source = "metadata.yaml" if raw else "none"
+        if self.backend.metadata:
+            raw.update(self.backend.metadata)
+            source = self.backend.format + " metadata" + (" + metadata.yaml" if source != "none" else "")
+        self.meta: ModelMeta = parse_metadata(raw, source=source)
+        if self.meta.task and self.meta.task not in ("segment", "detect"):
+            raise ModelLoadError(f"{self.path.name}: model task is {self.meta.task!r}; edgeseg runs 'segment' and 'detect' models")
+        if names is not None:
+            self.meta.names = load_names(names)
+        images = [s for s in self.backend.inputs if len(s.shape) == 4]
+        if len(images) != 1:
+            raise ModelLoadError(
+                f"{self.path.name}: expected one 4-D image input, found "
+                + ", ".join(f"{s.name}{tuple(s.shape)}" for s in self.backend.inputs)
+            )
+        self.input_spec: TensorSpec = images[0]
+        fixed = _fixed_hw(self.input_spec)
+        want = _imgsz(imgsz)
+        if fixed is not None:
+            if want is not None and want != fixed:
+                raise InputError(f"{self.path.name} has a fixed {fixed[0]}x{fixed[1]} input; imgsz={want[0]}x{want[1]} "
+                                 f"cannot be used (export the model again at that size)")
+            self.imgsz, rect = fixed, False
+        else:
+            self.imgsz = want or self.meta.imgsz or (DEFAULT_IMGSZ, DEFAULT_IMGSZ)
+            rect = True
+            s = self.meta.stride
+            if self.imgsz[0] % s or self.imgsz[1] % s:
+                raise InputError(f"imgsz {self.imgsz[0]}x{self.imgsz[1]} must be a multiple of the stride {s}")
+        self._pre = Preprocessor(self.input_spec, self.imgsz, self.meta.stride, rect=rect)
+        self._out_specs = {s.name: s for s in self.backend.outputs}
+        self._decoder_args = dict(conf=conf, iou=iou, max_det=max_det, classes=classes, retina_masks=retina_masks,
+                                  agnostic=agnostic, nms_impl=nms)
+        self._decoder: Optional[Decoder] = None
+        self._lock = threading.Lock()
+        self.conf, self.iou, self.max_det, self.classes, self.retina_masks = conf, iou, max_det, classes, retina_masks
+        if fixed is not None and all(all(d is not None for d in s.shape) for s in self.backend.outputs):
+            self._resolve({s.name: tuple(s.shape) for s in self.backend.outputs}, fixed)  # type: ignore[arg-type]
+
+    # -- layout ---------------------------------------------------------------------------------
+    def _resolve(self, shapes: Dict[str, Tuple[int, ...]], input_hw: Tuple[int, int]) -> Decoder:
+        try:
+            layout = resolve_layout(shapes, input_hw, self.meta)
+        except LayoutError as exc:
+            raise LayoutError(f"{self.path.name}: {exc}") from None
+        if not self.meta.names:
+            self.meta.names = {i: f"class{i}" for i in range(layout.nc)}
+        self._decoder = Decoder(layout, **self._decoder_args)  # type: ignore[arg-type]
+        return self._decoder
+
+    @property
+    def layout(self) -> OutputLayout:
+        """The resolved output layout (runs one warm-up inference when the shapes or the box
+        format can only be read from real outputs)."""
+        if self._decoder is None or self._decoder.layout.boxes_normalized is None:
+            self.warmup()
+        return self._decoder.layout  # type: ignore[union-attr]
+
+    @property
+    def names(self) -> Dict[int, str]:
+        return self.meta.names
+
+    # -- stages (the pipeline overlaps them in threads) ------------------------------------------
+    def preprocess(self, img: np.ndarray) -> Tuple[Dict[str, np.ndarray], Letterbox]:
+        """BGR uint8 image -> (input feeds by name, letterbox geometry)."""
+        tensor, lb = self._pre(img)
+        return {self.input_spec.name: tensor}, lb
+
+    def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Run the backend; raw outputs by name (still quantized where the model is)."""
+        if self._closed:
+            raise InputError("this Runtime is closed")
+        with self._lock:
+            return self.backend.run(feeds)
+
+    def postprocess(self, outputs: Dict[str, np.ndarray], lb: Letterbox, img: Optional[np.ndarray] = None,
+                    path: Optional[str] = None) -> Results:
+        """Raw outputs -> :class:`Results` in source pixels."""
+        out = {n: dequantize(a, self._out_specs[n]) for n, a in outputs.items()}
+        dec = self._decoder or self._resolve({n: a.shape for n, a in out.items()}, lb.input_shape)
+        det = dec(out, lb)
+        return Results(det.boxes, det.scores, det.class_ids, self.meta.names, lb.orig_shape,
+                       masks=det.masks, path=path, image=img)
+
+    def predict_one(self, source: Source) -> Results:
+        """One image (path or array) -> Results, with per-stage timings in ``speed``."""
+        path = None
+        if isinstance(source, np.ndarray):
+            img = to_bgr(source)
+        elif isinstance(source, (str, os.PathLike)):
+            path = str(source)
+            img = read_image(source)
+        else:
+            raise InputError(f"expected an image path or an HxWx3 uint8 array, found {type(source).__name__}")
+        t0 = time.perf_counter()
+        feeds, lb = self.preprocess(img)
+        t1 = time.perf_counter()
+        outputs = self.infer(feeds)
+        t2 = time.perf_counter()
+        res = self.postprocess(outputs, lb, img, path)
+        t3 = time.perf_counter()
+        res.speed = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
+        return res
+
+    @overload
+    def __call__(self, source: Source) -> Results: ...
+
+    @overload
+    def __call__(self, source: List[Source]) -> List[Results]: ...
+
+    def __call__(self, source: Any) -> Any:
+        """Predict on a path, an array, or a list/tuple of them (returns a list then)."""
+        if isinstance(source, (list, tuple)):
+            return [self.predict_one(s) for s in source]
+        return self.predict_one(source)
+
+    predict = __call__
+
+    def warmup(self) -> None:
+        """One inference on a gray image (resolves the layout of dynamic models, warms caches)."""
+        h, w = self.imgsz
+        self.predict_one(np.full((h, w, 3), 114, np.uint8))
+
+    # -- description ------------------------------------------------------------------------------
+    @property
+    def info(self) -> Dict[str, Any]:
+        """What the runtime understood: format, backend, input, output layout, names, quantization."""
+        layout = self.layout
+        spec = self.input_spec
+        size = _size(self.path)
+        return {
+            "model": str(self.path),
+            "size_bytes": size,
+            "format": self.backend.format,
+            "backend": self.backend.name,
+            "backend_details": self.backend.describe(),
+            "task": "segment" if layout.protos else "detect",
+            "input": {
+                **spec.to_dict(),
+                "layout": "NHWC" if self._pre.nhwc else "NCHW",
+                "imgsz": list(self.imgsz),
+                "letterbox": "rectangular (stride-padded)" if self._pre.rect else "square",
+                "color": "RGB 0-1" if not spec.quantized else "RGB, quantized",
+            },
+            "outputs": [s.to_dict() for s in self.backend.outputs],
+            "output_layout": layout.to_dict(),
+            "quantization": self._quantization(),
+            "names": dict(self.meta.names),
+            "metadata": self.meta.to_dict(),
+            "options": {"conf": self.conf, "iou": self.iou, "max_det": self.max_det, "classes": self.classes,
+                        "retina_masks": self.retina_masks},
+        }
+
+    def _quantization(self) -> Dict[str, Any]:
+        q_in = self.input_spec.quantized
+        q_out = [s.name for s in self.backend.outputs if s.quantized]
+        weights = self.backend.describe().get("weights") or self.meta.quantization or "unknown"
+        if q_in and q_out:
+            summary = "full integer (quantized input and outputs)"
+        elif q_in or q_out:
+            summary = "mixed (quantized " + ("input" if q_in else "outputs") + ")"
+        else:
+            summary = f"float I/O, weights: {weights}"
+        return {"summary": summary, "weights": weights, "input_quantized": q_in, "quantized_outputs": q_out}
+
+    # -- lifetime ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the backend. Idempotent."""
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            self.backend.close()
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return f"Runtime({str(self.path)!r}, backend={self.backend.name!r}, imgsz={self.imgsz})"
+
+
+def _check_fraction(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0.0 <= float(value) <= 1.0:
+        raise InputError(f"{name} must be a number between 0 and 1, got {value!r}")
+
+
+def _imgsz(value: Any) -> Optional[Tuple[int, int]]:
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        vals = [int(value)] * 2
+    elif isinstance(value, (list, tuple)) and len(value) in (1, 2) and all(isinstance(v, (int, np.integer)) for v in value):
+        vals = [int(v) for v in value] * (2 if len(value) == 1 else 1)
+    else:
+        raise InputError(f"imgsz must be an int or (height, width), got {value!r}")
+    if min(vals) < 32:
+        raise InputError(f"imgsz must be at least 32 pixels, got {value!r}")
+    return (vals[0], vals[1])
+
+
+def _fixed_hw(spec: TensorSpec) -> Optional[Tuple[int, int]]:
+    s = spec.shape
+    h, w = (s[1], s[2]) if is_nhwc(s) else (s[2], s[3])
+    return (int(h), int(w)) if h and w else None
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size

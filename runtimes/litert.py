@@ -1,0 +1,126 @@
+"""LiteRT / TFLite backend (``pip install 'edgeseg[tflite]'``), with the Edge TPU delegate.
+
+Uses ``ai_edge_litert`` and falls back to ``tflite_runtime`` (which needs numpy<2). XNNPACK is
+LiteRT's default CPU delegate; ``threads`` sets its thread count. ``delegate="edgetpu"`` (or a
+library path) loads an external delegate; ``*_edgetpu.tflite`` models use the Edge TPU delegate
+automatically, with ``device`` ("usb", "usb:0", "pci:0") passed to it.
+"""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from edgeseg.backend import Backend, TensorSpec, ensure_file, register
+from edgeseg.errors import BackendUnavailableError, InputError, ModelLoadError
+from edgeseg.metadata import read_tflite_zip_metadata
+
+#: Edge TPU delegate library per OS (as pycoral names them)
+EDGETPU_LIBRARY = {
+    "Linux": "libedgetpu.so.1",
+    "Darwin": "libedgetpu.1.dylib",
+    "Windows": "edgetpu.dll",
+}
+
+TFLITE_MAGIC = b"TFL3"
+
+
+def _interpreter_api() -> Any:
+    """(Interpreter, load_delegate, module name) from ai_edge_litert, else tflite_runtime."""
+    try:
+        from ai_edge_litert import interpreter as api
+
+        return api.Interpreter, api.load_delegate, "ai_edge_litert"
+    except ImportError as first:
+        try:
+            from tflite_runtime import interpreter as api  # type: ignore[no-redef]
+
+            return api.Interpreter, api.load_delegate, "tflite_runtime"
+        except ImportError:
+            raise first from None
+
+
+@register
+class LiteRTBackend(Backend):
+    name = "litert"
+    format = "tflite"
+    suffixes = (".tflite",)
+    requires = ("ai_edge_litert", "tflite_runtime")
+    extra = "tflite"
+    priority = 10
+
+    def __init__(self, model: Path, *, threads: Optional[int] = None, delegate: Optional[str] = None,
+                 device: Optional[str] = None, **options: Any) -> None:
+        if options:
+            raise InputError(f"litert backend: unknown options {sorted(options)}; expected delegate, device")
+        try:
+            Interpreter, load_delegate, self._module = _interpreter_api()
+        except ImportError as exc:
+            raise self.unavailable() from exc
+        ensure_file(model, ["TFLite (.tflite)"])
+        with open(model, "rb") as f:
+            head = f.read(8)
+        if head[4:8] != TFLITE_MAGIC:
+            raise ModelLoadError(f"{model}: not a TFLite flatbuffer (expected identifier 'TFL3' at byte 4, found {head[4:8]!r})")
+        if delegate is None and model.name.endswith("_edgetpu.tflite"):
+            delegate = "edgetpu"
+        delegates = []
+        self._delegate = None
+        if delegate:
+            lib = EDGETPU_LIBRARY.get(platform.system(), "libedgetpu.so.1") if delegate == "edgetpu" else delegate
+            opts = {"device": device} if device else {}
+            try:
+                delegates.append(load_delegate(lib, opts))
+            except (ValueError, OSError, RuntimeError) as exc:
+                raise BackendUnavailableError(
+                    f"cannot load the {delegate} delegate ({lib}): {exc}. For the Edge TPU install the Edge TPU runtime "
+                    f"(libedgetpu) and plug in the accelerator; for CPU inference use the model without '_edgetpu'."
+                ) from exc
+            self._delegate = lib
+        try:
+            self._interp = Interpreter(model_path=str(model), num_threads=threads,
+                                       experimental_delegates=delegates or None)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"{model}: LiteRT cannot load it: {str(exc).strip()[:400]}") from exc
+        self.inputs = [self._spec(d) for d in self._interp.get_input_details()]
+        self.outputs = [self._spec(d) for d in self._interp.get_output_details()]
+        self._in_index = {d["name"]: d["index"] for d in self._interp.get_input_details()}
+        self._out_index = {d["name"]: d["index"] for d in self._interp.get_output_details()}
+        self.metadata: Dict[str, Any] = read_tflite_zip_metadata(model)
+        self._threads = threads
+        self._weights = self._weight_types()
+
+    def _weight_types(self) -> str:
+        """How the tensors are stored: int8 weights (dynamic range), full integer, float16 or float32."""
+        kinds = {np.dtype(d["dtype"]).name for d in self._interp.get_tensor_details()}
+        io_int = any(s.quantized for s in self.inputs + self.outputs)
+        if "int8" in kinds or "uint8" in kinds:
+            return "int8 weights and activations" if io_int else "int8 weights (dynamic range quantization), float activations"
+        if "float16" in kinds:
+            return "float16 weights"
+        return "float32"
+
+    @staticmethod
+    def _spec(d: Dict[str, Any]) -> TensorSpec:
+        scale, zp = d.get("quantization", (0.0, 0))
+        dtype = np.dtype(d["dtype"])
+        shape = tuple(int(v) if v > 0 else None for v in d.get("shape_signature", d["shape"]))
+        quant = np.issubdtype(dtype, np.integer) and scale not in (0, 0.0)
+        return TensorSpec(d["name"], shape, dtype, float(scale) if quant else None, int(zp) if quant else 0)
+
+    def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        for name, arr in feeds.items():
+            self._interp.set_tensor(self._in_index[name], arr)
+        self._interp.invoke()
+        # get_tensor copies, so results stay valid across invocations
+        return {name: self._interp.get_tensor(i) for name, i in self._out_index.items()}
+
+    def close(self) -> None:
+        self._interp = None
+
+    def describe(self) -> Dict[str, Any]:
+        return {"runtime": self._module, "delegate": self._delegate or "XNNPACK (CPU)", "threads": self._threads,
+                "weights": self._weights}

@@ -1,0 +1,102 @@
+"""The runtime reproduces Ultralytics' own detections on real exports (reference JSON files)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _assets import MODELS, image_path, load_reference, require_assets
+from edgeseg import Runtime
+from edgeseg.masks import rle_decode
+
+IMAGES = ["bus", "zidane", "000000000036", "000000000042", "000000000049", "000000000061"]
+MODEL_FILES = ["yolov8n-seg-320-int8dyn.onnx", "yolov8n-seg-640-int8w.tflite"]
+
+
+@pytest.fixture(scope="module", params=MODEL_FILES)
+def runtime(request):
+    path = MODELS / request.param
+    require_assets(path)
+    with Runtime(path, conf=0.25, iou=0.7) as rt:
+        yield rt
+
+
+def match(res, ref_dets):
+    """One-to-one match of reference detections to ours: same class, highest box IoU."""
+    used = set()
+    pairs = []
+    for d in sorted(ref_dets, key=lambda d: -d["score"]):
+        rb = np.array(d["xyxy"], np.float32)
+        best, best_iou = None, 0.0
+        for i in range(len(res)):
+            if i in used or res.class_ids[i] != d["class_id"]:
+                continue
+            b = res.boxes[i]
+            iw = max(0.0, min(b[2], rb[2]) - max(b[0], rb[0]))
+            ih = max(0.0, min(b[3], rb[3]) - max(b[1], rb[1]))
+            inter = iw * ih
+            iou = inter / ((b[2] - b[0]) * (b[3] - b[1]) + (rb[2] - rb[0]) * (rb[3] - rb[1]) - inter)
+            if iou > best_iou:
+                best, best_iou = i, iou
+        assert best is not None, f"reference detection {d['class_id']} {d['score']:.3f} {d['xyxy']} has no match"
+        used.add(best)
+        pairs.append((d, best))
+    return pairs
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_matches_ultralytics_reference(runtime, image):
+    stem = runtime.path.stem
+    ref = load_reference(stem, image)["detections"]
+    res = runtime(image_path(image))
+    assert sorted(res.class_ids.tolist()) == sorted(d["class_id"] for d in ref)
+    for d, i in match(res, ref):
+        assert abs(float(res.scores[i]) - d["score"]) <= 0.01
+        assert np.abs(res.boxes[i] - np.array(d["xyxy"])).max() <= 2.0
+        gt = rle_decode(d["mask_rle"])
+        ours = res.masks.mask(i)
+        iou = (gt & ours).sum() / max((gt | ours).sum(), 1)
+        assert iou >= 0.95, f"mask IoU {iou:.4f} for class {d['class_id']} on {image}"
+
+
+def test_full_int8_tflite_finds_the_bus():
+    path = MODELS / "yolov8n-seg-640-fullint8.tflite"
+    require_assets(path)
+    with Runtime(path) as rt:
+        assert rt.input_spec.quantized and rt.input_spec.dtype == np.int8
+        res = rt(image_path("bus"))
+    assert res.masks is not None and len(res.masks) == len(res)
+    buses = res[res.class_ids == 5]
+    assert len(buses) >= 1
+    # the bus spans most of the image width
+    b = buses.boxes[np.argmax(buses.scores)]
+    assert b[2] - b[0] > 600
+    assert buses.masks.areas().max() > 100_000
+
+
+def test_retina_masks_are_cropped_to_the_box_at_source_resolution():
+    path = MODELS / "yolov8n-seg-320-int8dyn.onnx"
+    require_assets(path)
+    with Runtime(path, retina_masks=True) as rt:
+        res = rt(image_path("bus"))
+    ref = load_reference("yolov8n-seg-320-int8dyn", "bus")["detections"]
+    for d, i in match(res, ref):
+        x0, y0 = res.masks.offsets[i]
+        h, w = res.masks.crops[i].shape
+        b = res.boxes[i]
+        assert x0 >= np.floor(b[0]) and y0 >= np.floor(b[1])
+        assert x0 + w <= np.ceil(b[2]) + 1 and y0 + h <= np.ceil(b[3]) + 1
+        gt = rle_decode(d["mask_rle"])
+        ours = res.masks.mask(i)
+        assert (gt & ours).sum() / (gt | ours).sum() >= 0.95
+
+
+def test_list_input_and_array_input_agree():
+    path = MODELS / "yolov8n-seg-320-int8dyn.onnx"
+    require_assets(path)
+    import cv2
+
+    with Runtime(path) as rt:
+        a, b = rt([image_path("bus"), cv2.imread(str(image_path("bus")))])
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    assert a.path.endswith("bus.jpg") and b.path is None
+    assert set(a.speed) == {"preprocess", "inference", "postprocess"}

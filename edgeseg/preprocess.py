@@ -102,28 +102,39 @@ class Preprocessor:
         lb = self.geometry(img.shape[:2])
         if lb.resized != lb.orig_shape:
             img = cv2.resize(img, (lb.resized[1], lb.resized[0]), interpolation=cv2.INTER_LINEAR)
-        left, top = lb.pad
-        bottom = lb.input_shape[0] - lb.resized[0] - top
-        right = lb.input_shape[1] - lb.resized[1] - left
-        if top or bottom or left or right:
-            img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
-        if self._lut is None:
-            # x / 255 as a true float32 division (not x * (1/255)): int8-weight models quantize
-            # activations at run time and amplify last-bit differences; this matches Ultralytics
-            if not self.nhwc:
-                blob = cv2.dnn.blobFromImage(img, 1.0, swapRB=True)
-                np.divide(blob, np.float32(255.0), out=blob)
-            else:
-                rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-                blob = np.empty((1,) + rgb.shape, np.float32)
-                np.divide(rgb, np.float32(255.0), out=blob[0], dtype=np.float32)
-            if self.dtype != np.float32:
-                blob = blob.astype(self.dtype)
-            return blob, lb
         rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        q = self._lut[rgb]
-        q = q[None] if self.nhwc else q.transpose(2, 0, 1)[None]
-        return np.ascontiguousarray(q), lb
+        (left, top), (rh, rw) = lb.pad, lb.resized
+        ih, iw = lb.input_shape
+        if self._lut is not None:  # quantized input: one table lookup per pixel
+            q = np.empty((ih, iw, 3), self.dtype)
+            q[...] = self._lut[PAD_VALUE]
+            q[top: top + rh, left: left + rw] = self._lut[rgb]
+            q = q[None] if self.nhwc else q.transpose(2, 0, 1)[None]
+            return np.ascontiguousarray(q), lb
+        # x / 255 as a true float32 division (not x * (1/255)): int8-weight models quantize
+        # activations at run time and amplify last-bit differences; this matches Ultralytics.
+        # Only the image area is divided; the padding is filled with its constant.
+        pad = np.float32(PAD_VALUE) / np.float32(255.0)
+        if self.nhwc:
+            blob = np.empty((1, ih, iw, 3), np.float32)
+            _fill_border(blob[0], top, left, rh, rw, pad)
+            np.divide(rgb, np.float32(255.0), out=blob[0, top: top + rh, left: left + rw], dtype=np.float32)
+        else:
+            blob = np.empty((1, 3, ih, iw), np.float32)
+            for c, plane in enumerate(cv2.split(rgb)):  # contiguous planes divide faster than strided views
+                _fill_border(blob[0, c], top, left, rh, rw, pad)
+                np.divide(plane, np.float32(255.0), out=blob[0, c, top: top + rh, left: left + rw], dtype=np.float32)
+        if self.dtype != np.float32:
+            blob = blob.astype(self.dtype)
+        return blob, lb
+
+
+def _fill_border(a: np.ndarray, top: int, left: int, rh: int, rw: int, value: np.float32) -> None:
+    """Set everything of a (H, W[, C]) array outside the rows top..top+rh, cols left..left+rw."""
+    a[:top] = value
+    a[top + rh:] = value
+    a[top: top + rh, :left] = value
+    a[top: top + rh, left + rw:] = value
 
 
 def is_nhwc(shape: Tuple[Optional[int], ...]) -> bool:

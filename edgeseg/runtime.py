@@ -280,6 +280,12 @@ class Runtime:
     def __repr__(self) -> str:
         return f"Runtime({str(self.path)!r}, backend={self.backend.name!r}, imgsz={self.imgsz})"
 
+    def val(self, data: Any, **kwargs: Any) -> Any:
+        """COCO-standard box and mask mAP on a dataset; see :func:`edgeseg.validate.validate`."""
+        from .validate import validate
+
+        return validate(self, data, **kwargs)
+
 
 def _check_fraction(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0.0 <= float(value) <= 1.0:

@@ -106,9 +106,9 @@ class Preprocessor:
         (left, top), (rh, rw) = lb.pad, lb.resized
         ih, iw = lb.input_shape
         if self._lut is not None:  # quantized input: one table lookup per pixel
-            q = np.empty((ih, iw, 3), self.dtype)
-            q[...] = self._lut[PAD_VALUE]
-            q[top: top + rh, left: left + rw] = self._lut[rgb]
+            padded = cv2.copyMakeBorder(rgb, top, ih - rh - top, left, iw - rw - left, cv2.BORDER_CONSTANT,
+                                        value=(PAD_VALUE,) * 3)
+            q = cv2.LUT(padded, self._lut)
             q = q[None] if self.nhwc else q.transpose(2, 0, 1)[None]
             return np.ascontiguousarray(q), lb
         # x / 255 as a true float32 division (not x * (1/255)): int8-weight models quantize

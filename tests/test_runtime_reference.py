@@ -100,3 +100,21 @@ def test_list_input_and_array_input_agree():
     np.testing.assert_array_equal(a.boxes, b.boxes)
     assert a.path.endswith("bus.jpg") and b.path is None
     assert set(a.speed) == {"preprocess", "inference", "postprocess"}
+
+
+def test_one_runtime_shared_between_threads_gives_the_same_results():
+    path = MODELS / "yolov8n-seg-320-int8dyn.onnx"
+    require_assets(path)
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+
+    images = [cv2.imread(str(image_path(n))) for n in ("bus", "zidane", "000000000036", "000000000042")]
+    with Runtime(path) as rt:
+        serial = [rt(im) for im in images]
+        with ThreadPoolExecutor(4) as pool:
+            parallel = list(pool.map(rt, images * 3))
+    for i, res in enumerate(parallel):
+        ref = serial[i % 4]
+        np.testing.assert_array_equal(res.boxes, ref.boxes)
+        assert [c.tobytes() for c in res.masks.crops] == [c.tobytes() for c in ref.masks.crops]

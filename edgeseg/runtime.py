@@ -1,6 +1,7 @@
 """``Runtime``: the embeddable API. One class runs any supported YOLO-seg export through its backend."""
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import time
@@ -65,25 +66,17 @@ class Runtime:
         nms: str = "numpy",
         **backend_options: Any,
     ) -> None:
-        _check_fraction("conf", conf)
-        _check_fraction("iou", iou)
-        if not isinstance(max_det, (int, np.integer)) or isinstance(max_det, bool) or max_det < 1:
-            raise InputError(f"max_det must be a positive integer, got {max_det!r}")
+        classes = _check_options(conf, iou, max_det, classes, nms)
         if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
             raise InputError(f"threads must be a positive integer or None, got {threads!r}")
-        if nms not in ("numpy", "opencv"):
-            raise InputError(f"nms must be 'numpy' or 'opencv', got {nms!r}")
-        if classes is not None:
-            try:
-                classes = [int(c) for c in classes]
-            except (TypeError, ValueError):
-                raise InputError(f"classes must be a list of integer class ids, got {classes!r}") from None
         self.path = Path(model)
         if not self.path.exists():
             raise ModelLoadError(f"model not found: {self.path}")
         backend_cls = select_backend(self.path, backend)
         self.backend: Backend = backend_cls(self.path, threads=threads, **backend_options)
         self._closed = False
+        self._owns_backend = True
+        self._lock = threading.Lock()
         try:
             self._setup(conf, iou, max_det, classes, imgsz, retina_masks, names, agnostic_nms, nms)
         except BaseException:
@@ -127,7 +120,8 @@ class Runtime:
         self._decoder_args = dict(conf=conf, iou=iou, max_det=max_det, classes=classes, retina_masks=retina_masks,
                                   agnostic=agnostic, nms_impl=nms)
         self._decoder: Optional[Decoder] = None
-        self._lock = threading.Lock()
+        self._options = dict(conf=conf, iou=iou, max_det=max_det, classes=classes, imgsz=imgsz,
+                             retina_masks=retina_masks, names=names, agnostic_nms=agnostic, nms=nms)
         self.conf, self.iou, self.max_det, self.classes, self.retina_masks = conf, iou, max_det, classes, retina_masks
         if fixed is not None and all(all(d is not None for d in s.shape) for s in self.backend.outputs):
             self._resolve({s.name: tuple(s.shape) for s in self.backend.outputs}, fixed)  # type: ignore[arg-type]
@@ -211,6 +205,16 @@ class Runtime:
 
     predict = __call__
 
+    def stream(self, source: Any, **kwargs: Any) -> Any:
+        """Run on every frame of a camera, video, folder, glob, stream URL or GStreamer pipeline;
+        iterate the returned :class:`~edgeseg.pipeline.Stream` for one Results per frame (capture,
+        pre/postprocessing, inference and ``sinks`` overlap in threads; live sources skip stale
+        frames). ``kwargs``: ``sinks``, ``max_frames``, ``pipelined``, ``handle_signals`` and the
+        source options (``width``, ``height``, ``fps``, ``live``, ...); see :func:`edgeseg.pipeline.stream`."""
+        from .pipeline import stream
+
+        return stream(self, source, **kwargs)
+
     def warmup(self) -> None:
         """One inference on a gray image (resolves the layout of dynamic models, warms caches)."""
         h, w = self.imgsz
@@ -259,11 +263,30 @@ class Runtime:
         return {"summary": summary, "weights": weights, "input_quantized": q_in, "quantized_outputs": q_out}
 
     # -- lifetime ---------------------------------------------------------------------------------
+    def with_options(self, **changes: Any) -> "Runtime":
+        """A Runtime with other options (``conf``, ``iou``, ``max_det``, ``classes``, ``imgsz``,
+        ``retina_masks``, ``names``, ``agnostic_nms``, ``nms``) that shares this one's loaded model:
+        nothing is loaded twice, and this object keeps its own settings. Closing the returned
+        Runtime leaves the shared model open; closing this one closes it for both."""
+        unknown = set(changes) - set(self._options)
+        if unknown:
+            raise InputError(f"with_options: unknown options {sorted(unknown)}; expected {sorted(self._options)}")
+        if self._closed:
+            raise InputError("this Runtime is closed")
+        opts = {**self._options, **changes}
+        opts["classes"] = _check_options(opts["conf"], opts["iou"], opts["max_det"], opts["classes"], opts["nms"])
+        view = copy.copy(self)
+        view._owns_backend = False
+        view._setup(opts["conf"], opts["iou"], opts["max_det"], opts["classes"], opts["imgsz"], opts["retina_masks"],
+                    opts["names"], opts["agnostic_nms"], opts["nms"])
+        return view
+
     def close(self) -> None:
-        """Release the backend. Idempotent."""
+        """Release the backend (a :meth:`with_options` view only marks itself closed). Idempotent."""
         if not getattr(self, "_closed", True):
             self._closed = True
-            self.backend.close()
+            if self._owns_backend:
+                self.backend.close()
 
     def __enter__(self) -> "Runtime":
         return self
@@ -285,6 +308,22 @@ class Runtime:
         from .validate import validate
 
         return validate(self, data, **kwargs)
+
+
+def _check_options(conf: Any, iou: Any, max_det: Any, classes: Any, nms: Any) -> Optional[List[int]]:
+    """Validate the decoding options; returns ``classes`` as a list of ints (or None)."""
+    _check_fraction("conf", conf)
+    _check_fraction("iou", iou)
+    if not isinstance(max_det, (int, np.integer)) or isinstance(max_det, bool) or max_det < 1:
+        raise InputError(f"max_det must be a positive integer, got {max_det!r}")
+    if nms not in ("numpy", "opencv"):
+        raise InputError(f"nms must be 'numpy' or 'opencv', got {nms!r}")
+    if classes is None:
+        return None
+    try:
+        return [int(c) for c in classes]
+    except (TypeError, ValueError):
+        raise InputError(f"classes must be a list of integer class ids, got {classes!r}") from None
 
 
 def _check_fraction(name: str, value: Any) -> None:

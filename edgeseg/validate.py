@@ -13,7 +13,6 @@ The numbers equal pycocotools' on the same predictions (see :mod:`edgeseg.metric
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -149,27 +148,20 @@ def _num(v: float) -> str:
 
 
 def _val_runtime(runtime: Any, imgsz: Any, conf: float, iou: float, max_det: int, backend: str,
-                 threads: Optional[int]) -> Tuple[Any, bool]:
-    """A Runtime configured for validation and whether we own it (and must close it).
+                 threads: Optional[int]) -> Any:
+    """A Runtime configured for validation (closing it never closes the caller's model).
 
-    A given Runtime is shallow-copied and set up again with the validation thresholds, so the
-    caller's object keeps its own settings and the model is not loaded twice.
+    A given Runtime is viewed through :meth:`Runtime.with_options` with the validation thresholds,
+    so the caller's object keeps its own settings and the model is not loaded twice; closing the
+    view leaves the caller's model open.
     """
     from .runtime import Runtime
 
     if isinstance(runtime, Runtime):
-        rt = copy.copy(runtime)
-        names = dict(runtime.names) or None
         size = imgsz if imgsz is not None else runtime.imgsz
-        nms = runtime._decoder_args.get("nms_impl", "numpy")
-        try:
-            rt._setup(conf, iou, max_det, None, size, runtime.retina_masks, names, False, nms)
-        except BaseException:
-            rt._closed = True  # the copy shares the caller's backend: never let it close that
-            raise
-        return rt, False
+        return runtime.with_options(conf=conf, iou=iou, max_det=max_det, classes=None, imgsz=size)
     if isinstance(runtime, (str, os.PathLike)):
-        return Runtime(runtime, conf=conf, iou=iou, max_det=max_det, imgsz=imgsz, backend=backend, threads=threads), True
+        return Runtime(runtime, conf=conf, iou=iou, max_det=max_det, imgsz=imgsz, backend=backend, threads=threads)
     raise InputError(f"validate: expected a Runtime or a model path, found {type(runtime).__name__}")
 
 
@@ -217,14 +209,11 @@ def validate(
         log.warning("skipped label: %s", issue)
     if len(ds.issues) > 20:
         log.warning("... and %d more skipped labels", len(ds.issues) - 20)
-    rt, owned = _val_runtime(runtime, imgsz, conf, iou, max_det, backend, threads)
+    rt = _val_runtime(runtime, imgsz, conf, iou, max_det, backend, threads)
     try:
         return _run(rt, ds, batch, save_json, progress, t_start)
     finally:
-        if owned:
-            rt.close()
-        else:  # the copy shares the caller's backend: retire it without closing that backend
-            rt._closed = True
+        rt.close()
 
 
 class _Scorer:

@@ -118,3 +118,18 @@ def test_one_runtime_shared_between_threads_gives_the_same_results():
         ref = serial[i % 4]
         np.testing.assert_array_equal(res.boxes, ref.boxes)
         assert [c.tobytes() for c in res.masks.crops] == [c.tobytes() for c in ref.masks.crops]
+
+
+def test_with_options_shares_the_model_and_keeps_the_original():
+    path = MODELS / "yolov8n-seg-320-int8dyn.onnx"
+    require_assets(path)
+    with Runtime(path, conf=0.5) as rt:
+        low = rt.with_options(conf=0.1, classes=[0])
+        assert low.backend is rt.backend
+        res_low, res = low(image_path("bus")), rt(image_path("bus"))
+        assert set(res_low.class_ids.tolist()) == {0} and len(res_low) >= 3
+        assert res.scores.min() > 0.5 and rt.conf == 0.5
+        low.close()
+        assert len(rt(image_path("bus"))) == len(res)  # the shared model is still open
+        with pytest.raises(Exception, match="unknown options"):
+            rt.with_options(threads=2)

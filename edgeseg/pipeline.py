@@ -1,0 +1,455 @@
+"""The live pipeline behind :meth:`Runtime.stream` and ``edgeseg run``.
+
+Frames flow one way through stages that run in their own threads, joined by bounded queues::
+
+    source --> capture --> preprocess --> inference --> postprocess --> sinks --> your loop
+              (decode)    (letterbox)    (backend)     (NMS, masks)    (save/json/serve/mqtt)
+
+OpenCV, numpy and the inference backends release the GIL in their heavy calls, so the stages overlap:
+while the backend runs frame *n*, frame *n+1* is decoded and letterboxed and frame *n-1* is
+decoded into masks and written. Queues are small (``queue_size``), so memory stays bounded. For
+live sources (cameras, streams) the capture queue holds only the newest frame, and preprocessing
+takes a frame only when inference asks for the next one: when inference is slower than the camera,
+old frames are dropped instead of queued, and the *frame age* (how old a frame is when its result is
+ready) stays about one preprocess + inference + postprocess time.
+
+Each :class:`~edgeseg.results.Results` gets, besides ``preprocess``/``inference``/``postprocess``,
+these entries in ``res.speed`` (milliseconds): ``read`` (decoding a file frame; absent for live
+sources), ``frame_age`` (capture to result ready: the end-to-end latency) and ``sinks`` (time the
+sinks took for this frame). ``res.frame_index`` (the source's capture index) and ``res.frame_time``
+(``time.monotonic()`` at capture) are set as attributes.
+
+Stopping: :meth:`Stream.stop` (or SIGINT/SIGTERM with ``handle_signals=True``) stops capturing; the
+frames already in flight finish and every sink is closed (videos finalized, files renamed into
+place). A second signal aborts at once (KeyboardInterrupt). Leaving a ``for`` loop early or calling
+:meth:`Stream.close` also closes the sinks and the source.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import InputError
+from .sources import Frame, Source, open_source
+
+__all__ = ["stream", "Stream", "runtime_stages"]
+
+log = logging.getLogger("edgeseg.pipeline")
+
+_END = object()
+_POLL = 0.05  # seconds: how often blocked stages look at the stop/abort flags
+
+Stages = Tuple[Callable[[np.ndarray], Tuple[Any, Any]], Callable[[Any], Any], Callable[[Any, Any, np.ndarray], Any]]
+
+
+def runtime_stages(runtime: Any) -> Stages:
+    """``(preprocess, infer, postprocess)`` callables of a runtime.
+
+    Uses ``runtime.preprocess(img) -> (feeds, ctx)``, ``runtime.infer(feeds) -> outputs`` and
+    ``runtime.postprocess(outputs, ctx, img) -> Results`` when the runtime has them; otherwise the
+    whole ``runtime(img)`` call is the inference stage.
+    """
+    pre = getattr(runtime, "preprocess", None)
+    inf = getattr(runtime, "infer", None)
+    post = getattr(runtime, "postprocess", None)
+    if callable(pre) and callable(inf) and callable(post):
+        return pre, inf, post
+    if not callable(runtime):
+        raise InputError(f"stream: expected an edgeseg Runtime, found {type(runtime).__name__}")
+    return (lambda img: (img, None)), runtime, (lambda outputs, ctx, img: outputs)
+
+
+class _Item:
+    """A frame on its way through the stages."""
+
+    __slots__ = ("frame", "data", "ctx", "speed")
+
+    def __init__(self, frame: Frame, read_ms: Optional[float]) -> None:
+        self.frame = frame
+        self.data: Any = None
+        self.ctx: Any = None
+        self.speed: Dict[str, float] = {} if read_ms is None else {"read": read_ms}
+
+
+def stream(runtime: Any, source: Any, *, sinks: Sequence[Any] = (), max_frames: Optional[int] = None,
+           pipelined: bool = True, queue_size: int = 2, handle_signals: bool = False,
+           **source_options: Any) -> "Stream":
+    """Run ``runtime`` on every frame of ``source``; iterate the result to get one
+    :class:`~edgeseg.results.Results` per frame, in capture order.
+
+    - ``source``: anything :func:`edgeseg.sources.open_source` takes (camera index, file, folder,
+      glob, URL, GStreamer pipeline, ``"picamera"``) or an open :class:`~edgeseg.sources.Source`;
+      ``source_options`` (``width``, ``height``, ``fps``, ``live``, ``reconnect_timeout``...) go to it.
+    - ``sinks``: objects with ``write(packet)`` and ``close()`` (see :mod:`edgeseg.sinks`), fed in order
+      in their own thread before each result is handed to you.
+    - ``max_frames``: stop after this many frames.
+    - ``pipelined=False`` runs every stage in the calling thread, one frame at a time (the reference
+      the pipeline benchmark compares against).
+    - ``handle_signals``: SIGINT/SIGTERM stop the stream cleanly (main thread only).
+
+    The source is opened here, so a bad source raises :class:`~edgeseg.errors.SourceError` at once.
+    """
+    if max_frames is not None and max_frames < 1:
+        raise InputError(f"max_frames must be >= 1, got {max_frames}")
+    if queue_size < 1:
+        raise InputError(f"queue_size must be >= 1, got {queue_size}")
+    src = open_source(source, **source_options) if not isinstance(source, Source) else source
+    return Stream(runtime, src, sinks=list(sinks), max_frames=max_frames, pipelined=pipelined,
+                  queue_size=queue_size, handle_signals=handle_signals)
+
+
+class Stream:
+    """An iterable of Results from a running pipeline (see :func:`stream`). Use it in a ``for`` loop
+    or a ``with`` block; :meth:`stop` ends it gracefully, :meth:`close` at once."""
+
+    def __init__(self, runtime: Any, source: Source, *, sinks: List[Any], max_frames: Optional[int],
+                 pipelined: bool, queue_size: int, handle_signals: bool) -> None:
+        self.runtime = runtime
+        self.source = source
+        self.sinks = sinks
+        self.max_frames = max_frames
+        self.pipelined = pipelined
+        self._stages = runtime_stages(runtime)
+        self._stop = threading.Event()   # graceful: no new frames, drain what is in flight
+        self._abort = threading.Event()  # immediate: drop everything
+        self._errors: List[BaseException] = []
+        self._closed = False
+        self._finished = False
+        self._count = 0  # frames captured
+        self._taken = 0  # frames taken by preprocessing (live sources drop the rest)
+        self._want = threading.Semaphore(0)  # inference asks preprocessing for a frame (live sources)
+        self._started = time.monotonic()
+        self._ages: List[float] = []
+        self._stage_ms: Dict[str, List[float]] = {}
+        self._signals: Dict[int, Any] = {}
+        self._signal_count = 0
+        if handle_signals:
+            self._install_signals()
+        from .sinks import Packet
+
+        self._packet = Packet
+        if pipelined:
+            live = bool(source.live)
+            size = 1 if live else queue_size
+            self._q = [queue.Queue(maxsize=size) for _ in range(4)]
+            self._out: "queue.Queue[Any]" = queue.Queue(maxsize=queue_size)
+            self._threads = [
+                threading.Thread(target=self._guard(self._capture), name="edgeseg-capture", daemon=True),
+                threading.Thread(target=self._guard(self._stage_pre), name="edgeseg-preprocess", daemon=True),
+                threading.Thread(target=self._guard(self._stage_infer), name="edgeseg-inference", daemon=True),
+                threading.Thread(target=self._guard(self._stage_post), name="edgeseg-postprocess", daemon=True),
+                threading.Thread(target=self._guard(self._stage_sinks), name="edgeseg-sinks", daemon=True),
+            ]
+            for t in self._threads:
+                t.start()
+        else:
+            self._threads = []
+            self._frames = source.frames(self._stop)
+
+    # -- control ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop capturing; frames already in flight still come out, then iteration ends."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        """Stop now: drop frames in flight, join the threads, close the sinks and the source.
+        Raises the first sink error, if closing a sink failed."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if not self._finished:
+            self._abort.set()
+        for t in self._threads:
+            t.join(timeout=10.0)
+        errors: List[BaseException] = []
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # keep closing the others; report the first
+                log.error("closing %s failed: %s", type(sink).__name__, exc)
+                errors.append(exc)
+        self.source.close()
+        self._restore_signals()
+        if errors and not self._errors:
+            raise errors[0]
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover - safety net when a loop is abandoned
+        try:
+            if not self._closed:
+                self._abort.set()
+                self._stop.set()
+        except Exception:
+            pass
+
+    # -- iteration ------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            while True:
+                try:
+                    res = self.__next__()
+                except StopIteration:
+                    return
+                yield res
+        finally:
+            self.close()
+
+    def __next__(self) -> Any:
+        if self._closed:
+            raise StopIteration
+        try:
+            item = self._next_pipelined() if self.pipelined else self._next_sequential()
+        except BaseException:
+            self.close()
+            raise
+        if item is _END:
+            self._finished = True
+            self.close()
+            if self._errors:
+                raise self._errors[0]
+            raise StopIteration
+        return item
+
+    def _next_pipelined(self) -> Any:
+        while True:
+            if self._errors:
+                self._abort.set()
+                raise self._errors[0]
+            try:
+                return self._out.get(timeout=_POLL)
+            except queue.Empty:
+                continue
+
+    def _next_sequential(self) -> Any:
+        if self._stop.is_set() or (self.max_frames is not None and self._count >= self.max_frames):
+            return _END
+        t0 = time.perf_counter()
+        frame = next(self._frames, None)
+        if frame is None:
+            return _END
+        item = _Item(frame, None if self.source.live else _ms(t0))
+        self._count += 1
+        self._do_pre(item)
+        self._do_infer(item)
+        self._do_post(item)
+        return self._do_sinks(item)
+
+    # -- stage bodies -------------------------------------------------------------------------------
+    def _do_pre(self, item: _Item) -> None:
+        t0 = time.perf_counter()
+        item.data, item.ctx = self._stages[0](item.frame.image)
+        item.speed["preprocess"] = _ms(t0)
+
+    def _do_infer(self, item: _Item) -> None:
+        t0 = time.perf_counter()
+        item.data = self._stages[1](item.data)
+        item.speed["inference"] = _ms(t0)
+
+    def _do_post(self, item: _Item) -> None:
+        t0 = time.perf_counter()
+        res = self._stages[2](item.data, item.ctx, item.frame.image)
+        item.speed["postprocess"] = _ms(t0)
+        frame = item.frame
+        if getattr(res, "image", None) is None:
+            res.image = frame.image
+        if getattr(res, "path", None) is None:
+            res.path = frame.path
+        res.speed.update(item.speed)
+        res.speed["frame_age"] = (time.monotonic() - frame.timestamp) * 1000.0
+        res.frame_index = frame.index
+        res.frame_time = frame.timestamp
+        item.data = res
+
+    def _do_sinks(self, item: _Item) -> Any:
+        res = item.data
+        t0 = time.perf_counter()
+        if self.sinks:
+            packet = self._packet(item.frame, res, fps=self.source.fps, live=bool(self.source.live))
+            for sink in self.sinks:
+                sink.write(packet)
+                if getattr(sink, "stop_requested", False):
+                    log.info("%s asked to stop", type(sink).__name__)
+                    self._stop.set()
+        res.speed["sinks"] = _ms(t0)
+        self._ages.append(res.speed["frame_age"])
+        for k, v in res.speed.items():
+            self._stage_ms.setdefault(k, []).append(v)
+        return res
+
+    # -- threads ------------------------------------------------------------------------------------
+    def _guard(self, body: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                body()
+            except BaseException as exc:
+                self._errors.append(exc)
+                self._abort.set()
+                self._stop.set()
+        return run
+
+    def _put(self, q: "queue.Queue[Any]", item: Any) -> bool:
+        while not self._abort.is_set():
+            try:
+                q.put(item, timeout=_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _put_newest(self, q: "queue.Queue[Any]", item: Any) -> bool:
+        """Put ``item``, replacing a waiting older one (live sources: never queue stale frames)."""
+        while not self._abort.is_set():
+            try:
+                q.put_nowait(item)
+                return True
+            except queue.Full:
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    pass
+        return False
+
+    def _get(self, q: "queue.Queue[Any]") -> Any:
+        while not self._abort.is_set():
+            try:
+                return q.get(timeout=_POLL)
+            except queue.Empty:
+                continue
+        return _END
+
+    def _capture(self) -> None:
+        live = self.source.live
+        put = self._put_newest if live else self._put
+        frames = self.source.frames(self._stop)
+        try:
+            while not self._stop.is_set():
+                if not live and self.max_frames is not None and self._count >= self.max_frames:
+                    break  # (live sources count the frames actually taken, in _stage_pre)
+                t0 = time.perf_counter()
+                frame = next(frames, None)
+                if frame is None:
+                    break
+                self._count += 1
+                if not put(self._q[0], _Item(frame, None if live else _ms(t0))):
+                    return
+        finally:
+            self._put(self._q[0], _END)
+
+    def _stage(self, qin: "queue.Queue[Any]", qout: "queue.Queue[Any]", body: Callable[[_Item], Any]) -> None:
+        while True:
+            item = self._get(qin)
+            if item is _END:
+                self._put(qout, _END)
+                return
+            out = body(item)
+            if not self._put(qout, item if out is None else out):
+                return
+
+    def _stage_pre(self) -> None:
+        if not self.source.live:
+            self._stage(self._q[0], self._q[1], self._do_pre)
+            return
+        # live: take a frame only when inference asks for one (a credit), so the frame letterboxed is
+        # the newest when inference gets free, instead of one that waited a whole inference period
+        qin, qout = self._q[0], self._q[1]
+        while True:
+            while not self._want.acquire(timeout=_POLL):
+                if self._abort.is_set():
+                    return
+            item = self._get(qin)
+            if item is _END:
+                self._put(qout, _END)
+                return
+            if self.max_frames is not None and self._taken >= self.max_frames:
+                self._want.release()
+                continue  # enough frames: drop what the capture thread still hands over
+            self._taken += 1
+            if self.max_frames is not None and self._taken >= self.max_frames:
+                self._stop.set()  # the capture thread ends and sends _END after this frame
+            self._do_pre(item)
+            if not self._put(qout, item):
+                return
+
+    def _stage_infer(self) -> None:
+        qin, qout = self._q[1], self._q[2]
+        while True:
+            self._want.release()  # ready for the next frame (used by live sources)
+            item = self._get(qin)
+            if item is _END:
+                self._put(qout, _END)
+                return
+            self._do_infer(item)
+            if not self._put(qout, item):
+                return
+
+    def _stage_post(self) -> None:
+        self._stage(self._q[2], self._q[3], self._do_post)
+
+    def _stage_sinks(self) -> None:
+        self._stage(self._q[3], self._out, self._do_sinks)
+
+    # -- signals ------------------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            raise InputError("handle_signals=True needs the main thread (Python delivers signals there)")
+
+        def handler(signum: int, _frame: Any) -> None:
+            self._signal_count += 1
+            if self._signal_count > 1:
+                self._abort.set()
+                raise KeyboardInterrupt
+            log.warning("%s received: stopping after the frames in flight (again to abort)",
+                        signal.Signals(signum).name)
+            self._stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._signals[sig] = signal.signal(sig, handler)
+
+    def _restore_signals(self) -> None:
+        for sig, old in self._signals.items():
+            try:
+                signal.signal(sig, old)
+            except (ValueError, TypeError):  # pragma: no cover - not main thread / odd handler
+                pass
+        self._signals = {}
+
+    @property
+    def signalled(self) -> bool:
+        """Whether a SIGINT/SIGTERM stopped this stream."""
+        return self._signal_count > 0
+
+    # -- summary ------------------------------------------------------------------------------------
+    def summary(self) -> Dict[str, Any]:
+        """Frames, wall time, FPS, median/p90 ms per stage and frame age, source counters."""
+        elapsed = time.monotonic() - self._started
+        n = len(self._ages)
+        stages = {k: {"median": round(float(np.median(v)), 2), "p90": round(float(np.percentile(v, 90)), 2)}
+                  for k, v in self._stage_ms.items() if v}
+        return {
+            "frames": n,
+            "seconds": round(elapsed, 3),
+            "fps": round(n / elapsed, 2) if elapsed > 0 else 0.0,
+            "pipelined": self.pipelined,
+            "ms": stages,
+            "source": {"name": self.source.name, "live": bool(self.source.live), **self.source.stats},
+        }
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0

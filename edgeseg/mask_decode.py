@@ -14,8 +14,9 @@ coordinate rounding.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from math import gcd
-from typing import Callable, List, Optional, Tuple
+from typing import Any, List, Tuple
 
 import numpy as np
 
@@ -52,15 +53,15 @@ class Axis:
     def support(self, d0: int, d1: int) -> Tuple[int, int]:
         """Inclusive source range (within the kept range) that destination pixels d0..d1 sample."""
         a, b = self.affine()
-        s0 = int(np.floor(a * d0 + b))
-        s1 = int(np.floor(a * d1 + b)) + 1
+        s0 = math.floor(a * d0 + b)
+        s1 = math.floor(a * d1 + b) + 1
         return max(s0, self.lo), min(s1, self.lo + self.k - 1)
 
     def reach(self, s0: int, s1: int) -> Tuple[int, int]:
         """Destination pixels whose bilinear sample can touch source pixels s0..s1."""
         a, b = self.affine()
-        d0 = int(np.floor((s0 - 1 - b) / a))
-        d1 = int(np.ceil((s1 + 1 - b) / a))
+        d0 = math.floor((s0 - 1 - b) / a)
+        d1 = math.ceil((s1 + 1 - b) / a)
         return max(d0, 0), min(d1, self.n - 1)
 
 
@@ -75,66 +76,70 @@ def _letterbox_axes(frame_hw: Tuple[int, int], orig_hw: Tuple[int, int]) -> Tupl
     return Axis(right - left, W, left), Axis(bottom - top, H, top)
 
 
-def _resize_window(src_of: Callable[[Window], np.ndarray], ax: Axis, ay: Axis, region: Window) -> np.ndarray:
-    """Bilinear resize of a source frame, evaluated on destination ``region`` only.
-    ``src_of(window)`` returns the source frame's values over an inclusive window."""
-    import cv2
+class _Resize:
+    """A bilinear resize from one frame to another (per-axis :class:`Axis`), evaluated on
+    destination windows only. Plans are plain-int arithmetic: this runs once per detection."""
 
-    x0, x1, y0, y1 = region
-    (bsx, bdx), (bsy, bdy) = ax.blocks, ay.blocks
-    if bdx <= MAX_BLOCK and bdy <= MAX_BLOCK:
-        # block-aligned window with one block of context each side, clamped to the kept frame
-        gx0, gx1 = max(x0 // bdx - 1, 0), min(x1 // bdx + 1, ax.n // bdx - 1)
-        gy0, gy1 = max(y0 // bdy - 1, 0), min(y1 // bdy + 1, ay.n // bdy - 1)
-        win = (ax.lo + gx0 * bsx, ax.lo + (gx1 + 1) * bsx - 1, ay.lo + gy0 * bsy, ay.lo + (gy1 + 1) * bsy - 1)
-        src = src_of(win)
-        up = cv2.resize(src, ((gx1 - gx0 + 1) * bdx, (gy1 - gy0 + 1) * bdy), interpolation=cv2.INTER_LINEAR)
-        ox, oy = gx0 * bdx, gy0 * bdy
-        return up[y0 - oy: y1 - oy + 1, x0 - ox: x1 - ox + 1]
-    # fallback: the same affine map through warpAffine, on the sampled source window only
-    sx0, sx1 = ax.support(x0, x1)
-    sy0, sy1 = ay.support(y0, y1)
-    src = src_of((sx0, sx1, sy0, sy1))
-    (a, b), (c, d) = ax.affine(), ay.affine()
-    M = np.array([[a, 0.0, a * x0 + b - sx0], [0.0, c, c * y0 + d - sy0]])
-    return cv2.warpAffine(src, M, (x1 - x0 + 1, y1 - y0 + 1), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)
+    def __init__(self, ax: Axis, ay: Axis) -> None:
+        (self.bsx, self.bdx), (self.bsy, self.bdy) = ax.blocks, ay.blocks
+        self.ax, self.ay = ax, ay
+        self.blockwise = self.bdx <= MAX_BLOCK and self.bdy <= MAX_BLOCK
+        self.nbx, self.nby = ax.n // self.bdx, ay.n // self.bdy
+
+    def plan(self, region: Window) -> Tuple[Window, Any]:
+        """(source window to compute, how to finish) for destination ``region``."""
+        x0, x1, y0, y1 = region
+        if self.blockwise:
+            # block-aligned window with one block of context each side, clamped to the kept frame
+            gx0, gx1 = max(x0 // self.bdx - 1, 0), min(x1 // self.bdx + 1, self.nbx - 1)
+            gy0, gy1 = max(y0 // self.bdy - 1, 0), min(y1 // self.bdy + 1, self.nby - 1)
+            lx, ly = self.ax.lo, self.ay.lo
+            win = (lx + gx0 * self.bsx, lx + (gx1 + 1) * self.bsx - 1, ly + gy0 * self.bsy, ly + (gy1 + 1) * self.bsy - 1)
+            return win, ((gx1 - gx0 + 1) * self.bdx, (gy1 - gy0 + 1) * self.bdy, gx0 * self.bdx, gy0 * self.bdy)
+        sx0, sx1 = self.ax.support(x0, x1)
+        sy0, sy1 = self.ay.support(y0, y1)
+        return (sx0, sx1, sy0, sy1), None
+
+    def apply(self, src: np.ndarray, region: Window, win: Window, finish: Any) -> np.ndarray:
+        """The resized values on ``region`` from ``src`` (the source values over ``win``)."""
+        import cv2
+
+        x0, x1, y0, y1 = region
+        if finish is not None:
+            nx, ny, ox, oy = finish
+            up = cv2.resize(src, (nx, ny), interpolation=cv2.INTER_LINEAR)
+            return up[y0 - oy: y1 - oy + 1, x0 - ox: x1 - ox + 1]
+        # fallback: the same affine map through warpAffine (1/32-pixel coordinate rounding)
+        (a, b), (c, d) = self.ax.affine(), self.ay.affine()
+        M = np.array([[a, 0.0, a * x0 + b - win[0]], [0.0, c, c * y0 + d - win[2]]])
+        return cv2.warpAffine(src, M, (x1 - x0 + 1, y1 - y0 + 1), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
 
 
-def _box_pixels(box: np.ndarray, ax: Axis, ay: Axis) -> Optional[Window]:
-    """Destination pixels x with box_x1 <= x < box_x2 (Ultralytics' ``crop_mask`` rule), or None."""
-    x0, x1 = max(int(np.ceil(box[0])), 0), min(int(np.ceil(box[2])) - 1, ax.n - 1)
-    y0, y1 = max(int(np.ceil(box[1])), 0), min(int(np.ceil(box[3])) - 1, ay.n - 1)
-    return None if x1 < x0 or y1 < y0 else (x0, x1, y0, y1)
+def _crop_pixels(b0: float, b1: float, lo: int, hi: int) -> Tuple[int, int]:
+    """Pixels x with b0 <= x < b1 (Ultralytics' ``crop_mask`` rule), limited to lo..hi."""
+    return max(math.ceil(b0), lo), min(math.ceil(b1) - 1, hi)
 
 
-def _logits_of(protos: np.ndarray, nhwc: bool, coef: np.ndarray) -> Callable[[Window], np.ndarray]:
+def _logits(protos: np.ndarray, nhwc: bool, coef: np.ndarray, win: Window) -> np.ndarray:
     """coef @ protos over an inclusive proto window -> (h, w) float32."""
-
-    def values(win: Window) -> np.ndarray:
-        x0, x1, y0, y1 = win
-        if nhwc:
-            return protos[y0: y1 + 1, x0: x1 + 1, :] @ coef
-        w = protos[:, y0: y1 + 1, x0: x1 + 1]
-        nm, h, ww = w.shape
-        return (coef @ w.reshape(nm, h * ww)).reshape(h, ww)
-
-    return values
+    x0, x1, y0, y1 = win
+    if nhwc:
+        return protos[y0: y1 + 1, x0: x1 + 1, :] @ coef
+    w = protos[:, y0: y1 + 1, x0: x1 + 1]
+    nm, h, ww = w.shape
+    return (coef @ w.reshape(nm, h * ww)).reshape(h, ww)
 
 
-def _pasted(binary: np.ndarray, region: Window) -> Callable[[Window], np.ndarray]:
-    """A binary mask known on ``region`` (zero elsewhere) read over any window, as float32."""
+def _pasted(binary: np.ndarray, region: Window, win: Window) -> np.ndarray:
+    """A binary mask known on ``region`` (zero elsewhere) over window ``win``, as float32."""
     rx0, rx1, ry0, ry1 = region
-
-    def values(win: Window) -> np.ndarray:
-        x0, x1, y0, y1 = win
-        out = np.zeros((y1 - y0 + 1, x1 - x0 + 1), np.float32)
-        ix0, ix1, iy0, iy1 = max(x0, rx0), min(x1, rx1), max(y0, ry0), min(y1, ry1)
-        if ix0 <= ix1 and iy0 <= iy1:
-            out[iy0 - y0: iy1 - y0 + 1, ix0 - x0: ix1 - x0 + 1] = binary[iy0 - ry0: iy1 - ry0 + 1, ix0 - rx0: ix1 - rx0 + 1]
-        return out
-
-    return values
+    x0, x1, y0, y1 = win
+    out = np.zeros((y1 - y0 + 1, x1 - x0 + 1), np.float32)
+    ix0, ix1, iy0, iy1 = max(x0, rx0), min(x1, rx1), max(y0, ry0), min(y1, ry1)
+    if ix0 <= ix1 and iy0 <= iy1:
+        out[iy0 - y0: iy1 - y0 + 1, ix0 - x0: ix1 - x0 + 1] = binary[iy0 - ry0: iy1 - ry0 + 1, ix0 - rx0: ix1 - rx0 + 1]
+    return out
 
 
 def process_masks(protos: np.ndarray, nhwc: bool, coefs: np.ndarray, input_boxes: np.ndarray,
@@ -155,37 +160,39 @@ def process_masks(protos: np.ndarray, nhwc: bool, coefs: np.ndarray, input_boxes
     mh, mw = (protos.shape[0], protos.shape[1]) if nhwc else (protos.shape[1], protos.shape[2])
     crops: List[np.ndarray] = []
     offsets: List[Tuple[int, int]] = []
-
-    def empty() -> None:
-        crops.append(np.zeros((0, 0), bool))
-        offsets.append((0, 0))
+    empty = np.zeros((0, 0), bool)
 
     if retina:
-        px, py = _letterbox_axes((mh, mw), (H, W))
-        for k in range(len(coefs)):
-            region = _box_pixels(src_boxes[k], px, py)
-            if region is None:
-                empty()
+        to_src = _Resize(*_letterbox_axes((mh, mw), (H, W)))
+        for k, (x1b, y1b, x2b, y2b) in enumerate(src_boxes.tolist()):
+            (x0, x1), (y0, y1) = _crop_pixels(x1b, x2b, 0, W - 1), _crop_pixels(y1b, y2b, 0, H - 1)
+            if x1 < x0 or y1 < y0:
+                crops.append(empty)
+                offsets.append((0, 0))
                 continue
-            crops.append(_resize_window(_logits_of(protos, nhwc, coefs[k]), px, py, region) > 0)
-            offsets.append((region[0], region[2]))
-        return Masks(crops, np.array(offsets, np.int32).reshape(-1, 2), (H, W))
+            region = (x0, x1, y0, y1)
+            win, finish = to_src.plan(region)
+            crops.append(to_src.apply(_logits(protos, nhwc, coefs[k], win), region, win, finish) > 0)
+            offsets.append((x0, y0))
+        return Masks(crops, np.array(offsets, np.int32).reshape(-1, 2), (H, W), validate=False)
 
-    up_x, up_y = Axis(mw, iw), Axis(mh, ih)  # protos -> input frame
-    sx, sy = _letterbox_axes((ih, iw), (H, W))  # input frame -> source
-    for k in range(len(coefs)):
-        region = _box_pixels(input_boxes[k], up_x, up_y)
-        if region is not None:  # keep only what scale_masks keeps (the un-padded image area)
-            x0, x1, y0, y1 = region
-            x0, x1 = max(x0, sx.lo), min(x1, sx.lo + sx.k - 1)
-            y0, y1 = max(y0, sy.lo), min(y1, sy.lo + sy.k - 1)
-            region = None if x1 < x0 or y1 < y0 else (x0, x1, y0, y1)
-        if region is None:
-            empty()
+    up = _Resize(Axis(mw, iw), Axis(mh, ih))  # protos -> input frame
+    sx, sy = _letterbox_axes((ih, iw), (H, W))  # input frame -> source (scale_masks)
+    down = _Resize(sx, sy)
+    # input pixels that scale_masks keeps: the un-padded image area
+    kx0, kx1, ky0, ky1 = sx.lo, sx.lo + sx.k - 1, sy.lo, sy.lo + sy.k - 1
+    for k, (x1b, y1b, x2b, y2b) in enumerate(input_boxes.tolist()):
+        (x0, x1), (y0, y1) = _crop_pixels(x1b, x2b, kx0, kx1), _crop_pixels(y1b, y2b, ky0, ky1)
+        if x1 < x0 or y1 < y0:
+            crops.append(empty)
+            offsets.append((0, 0))
             continue
-        binary = _resize_window(_logits_of(protos, nhwc, coefs[k]), up_x, up_y, region) > 0
-        (dx0, dx1), (dy0, dy1) = sx.reach(region[0], region[1]), sy.reach(region[2], region[3])
-        src_region = (dx0, dx1, dy0, dy1)
-        crops.append(_resize_window(_pasted(binary, region), sx, sy, src_region) > 0.5)
+        region = (x0, x1, y0, y1)
+        win, finish = up.plan(region)
+        binary = up.apply(_logits(protos, nhwc, coefs[k], win), region, win, finish) > 0
+        (dx0, dx1), (dy0, dy1) = sx.reach(x0, x1), sy.reach(y0, y1)
+        dst = (dx0, dx1, dy0, dy1)
+        win2, finish2 = down.plan(dst)
+        crops.append(down.apply(_pasted(binary, region, win2), dst, win2, finish2) > 0.5)
         offsets.append((dx0, dy0))
-    return Masks(crops, np.array(offsets, np.int32).reshape(-1, 2), (H, W))
+    return Masks(crops, np.array(offsets, np.int32).reshape(-1, 2), (H, W), validate=False)

@@ -19,16 +19,18 @@ class Masks:
 
     ``crops[i]``: bool array (h_i, w_i), the mask inside its box; ``offsets[i]``: (x0, y0) int,
     the crop's top-left corner in source pixels; ``orig_shape``: (H, W) of the source image.
+    ``validate=False`` skips the per-crop checks (for crops made by edgeseg's own decoder).
     """
 
     __slots__ = ("crops", "offsets", "orig_shape")
 
-    def __init__(self, crops: Sequence[np.ndarray], offsets: Any, orig_shape: Tuple[int, int]) -> None:
+    def __init__(self, crops: Sequence[np.ndarray], offsets: Any, orig_shape: Tuple[int, int],
+                 validate: bool = True) -> None:
         offsets = np.asarray(offsets, dtype=np.int32).reshape(-1, 2)
         if len(crops) != len(offsets):
             raise InputError(f"Masks: {len(crops)} crops but {len(offsets)} offsets")
         h, w = int(orig_shape[0]), int(orig_shape[1])
-        for i, (c, (x0, y0)) in enumerate(zip(crops, offsets)):
+        for i, (c, (x0, y0)) in enumerate(zip(crops, offsets) if validate else ()):
             if c.ndim != 2 or c.dtype != np.bool_:
                 raise InputError(f"Masks: crop {i} must be a 2-D bool array, found {c.dtype} {c.shape}")
             if x0 < 0 or y0 < 0 or x0 + c.shape[1] > w or y0 + c.shape[0] > h:
@@ -44,7 +46,7 @@ class Masks:
     def __getitem__(self, index: Any) -> "Masks":
         idx = np.arange(len(self))[index]
         idx = np.atleast_1d(idx)
-        return Masks([self.crops[i] for i in idx], self.offsets[idx], self.orig_shape)
+        return Masks([self.crops[i] for i in idx], self.offsets[idx], self.orig_shape, validate=False)
 
     def __repr__(self) -> str:
         return f"Masks(n={len(self)}, orig_shape={self.orig_shape})"

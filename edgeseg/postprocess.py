@@ -64,7 +64,7 @@ def nms_opencv(boxes: np.ndarray, scores: np.ndarray, iou: float, max_det: int) 
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou: float, max_det: int,
-        agnostic: bool = False, impl: str = "numpy") -> np.ndarray:
+        agnostic: bool = False, impl: str = "opencv") -> np.ndarray:
     """Class-aware NMS (boxes of different classes never suppress each other)."""
     if len(boxes) == 0:
         return np.zeros(0, np.int64)
@@ -77,7 +77,7 @@ class Decoder:
 
     def __init__(self, layout: OutputLayout, conf: float, iou: float, max_det: int,
                  classes: Optional[Sequence[int]] = None, retina_masks: bool = False, agnostic: bool = False,
-                 nms_impl: str = "numpy") -> None:
+                 nms_impl: str = "opencv") -> None:
         self.layout = layout
         self.conf = float(conf)
         self.iou = float(iou)

@@ -263,11 +263,30 @@ class _Scorer:
             self.results_json += _coco_results(res, item.image_id, self.ds, keep, xywh)
 
 
+def _infer(rt: Any, img: np.ndarray) -> Tuple[Dict[str, np.ndarray], Any, np.ndarray, Dict[str, float]]:
+    """Preprocess and inference of one image (the runtime's first two stages), timed."""
+    t0 = time.perf_counter()
+    feeds, lb = rt.preprocess(img)
+    t1 = time.perf_counter()
+    outputs = rt.infer(feeds)
+    t2 = time.perf_counter()
+    return outputs, lb, img, {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3}
+
+
+def _finish(rt: Any, outputs: Dict[str, np.ndarray], lb: Any, img: np.ndarray, speed: Dict[str, float]) -> Any:
+    """The runtime's postprocessing stage, timed: raw outputs -> Results."""
+    t0 = time.perf_counter()
+    res = rt.postprocess(outputs, lb, img)
+    res.speed = {**speed, "postprocess": (time.perf_counter() - t0) * 1e3}
+    return res
+
+
 def _run(rt: Any, ds: Dataset, batch: int, save_json: Optional[Union[str, Path]], progress: bool,
          t_start: float) -> ValMetrics:
-    """The val loop, as a three-stage pipeline: image decoding (a thread, one batch ahead), the
-    runtime (this thread), scoring (a thread, one batch behind). Decoding and the backends release
-    the GIL, so on a multi-core device scoring hides behind inference."""
+    """The val loop, as a three-stage pipeline: image decoding (a thread, one batch ahead),
+    preprocessing and inference (this thread), postprocessing and scoring (a thread, one batch
+    behind). Decoding, the backends and OpenCV release the GIL, so on a multi-core device the
+    work around inference hides behind it."""
     from tqdm import tqdm
 
     from .io import read_image
@@ -305,10 +324,10 @@ def _run(rt: Any, ds: Dataset, batch: int, save_json: Optional[Union[str, Path]]
             pending = reader.submit(read, batches[bi + 1]) if bi + 1 < len(batches) else None
             if not loaded:
                 continue
-            results = rt([img for _, img in loaded])
+            raw = [_infer(rt, img) for _, img in loaded]
             if scored is not None:
                 scored.result()  # at most one batch waits to be scored; errors surface here
-            scored = scoring.submit(scorer, [i for i, _ in loaded], results)
+            scored = scoring.submit(lambda ix, r: scorer(ix, [_finish(rt, *x) for x in r]), [i for i, _ in loaded], raw)
         if scored is not None:
             scored.result()
     finally:

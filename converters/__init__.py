@@ -15,9 +15,10 @@ from typing import Any
 
 _LAZY = {
     "export": ("edgeseg.converters.export", "export"),
-    "EXPORT_FORMATS": ("edgeseg.converters.export", "EXPORT_FORMATS"),
+    "EXPORT_FORMATS": ("edgeseg.converters.formats", "EXPORT_FORMATS"),
     "load_model": ("edgeseg.converters.checkpoint", "load_model"),
     "save_checkpoint": ("edgeseg.converters.checkpoint", "save_checkpoint"),
+    "new_model": ("edgeseg.converters.checkpoint", "new_model"),
     "LoadedModel": ("edgeseg.converters.checkpoint", "LoadedModel"),
     "SegmentationModel": ("edgeseg.converters.model", "SegmentationModel"),
     "architecture": ("edgeseg.converters.arch", "architecture"),

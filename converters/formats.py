@@ -1,0 +1,13 @@
+"""The export formats (a light module: no torch import, so the CLI's ``--help`` stays fast)."""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+__all__ = ["EXPORT_FORMATS"]
+
+#: format -> (artifact suffix, description)
+EXPORT_FORMATS: Dict[str, Tuple[str, str]] = {
+    "onnx": (".onnx", "ONNX file (onnxruntime, OpenVINO, TensorRT...)"),
+    "openvino": ("_openvino_model", "OpenVINO IR folder (.xml + .bin + metadata.yaml)"),
+    "torchscript": (".torchscript", "TorchScript file (torch.jit.load)"),
+}

@@ -14,7 +14,6 @@ source_sha256, dynamic. A failed export leaves nothing behind and raises
 from __future__ import annotations
 
 import contextlib
-import os
 import datetime as _dt
 import sys
 import types
@@ -26,7 +25,7 @@ from edgeseg.errors import ConversionError, EdgesegError, InputError
 from edgeseg.io import atomic_dir, atomic_write
 
 from .checkpoint import LoadedModel, load_model
-from .formats import EXPORT_FORMATS
+from .formats import EXPORT_FORMATS, FOLDER_FORMATS
 
 __all__ = ["export", "EXPORT_FORMATS", "export_metadata"]
 
@@ -71,12 +70,14 @@ def export(
         raise InputError(f"opset applies to ONNX exports only, got opset={opset} with to={fmt!r}")
     if simplify and fmt != "onnx":
         raise InputError(f"simplify applies to ONNX exports only, got to={fmt!r}")
+    if dynamic and fmt == "ncnn":
+        raise InputError("ncnn exports have a fixed input size; drop dynamic (ncnn reshapes at run time anyway)")
     if opset is not None and not 11 <= int(opset) <= 23:
         raise InputError(f"opset must be between 11 and 23, got {opset}")
 
     from tqdm import tqdm
 
-    total = {"onnx": 7 + bool(simplify) + bool(half), "openvino": 7, "torchscript": 4}[fmt]
+    total = {"onnx": 7 + bool(simplify) + bool(half), "openvino": 7, "torchscript": 4, "ncnn": 6}[fmt]
     bar = tqdm(total=total, desc=f"export {fmt}", unit="stage", file=sys.stderr, disable=not progress, leave=False)
 
     @contextlib.contextmanager
@@ -123,21 +124,23 @@ def _export(loaded: LoadedModel, fmt: str, imgsz: Optional[ImgSz], half: bool, d
 
     try:
         with torch.no_grad(), exporters.quiet():
-            if fmt == "openvino":
-                _refuse_foreign_folder(target)
+            if fmt in FOLDER_FORMATS:
+                _refuse_foreign_folder(target, fmt)
                 with atomic_dir(target) as tmp_dir:
-                    exporters.export_openvino(net, im, tmp_dir, target.name.replace("_openvino_model", ""), meta, stage,
-                                              dynamic=dynamic, half=half)
-                    _public_mode(tmp_dir)
+                    if fmt == "openvino":
+                        exporters.export_openvino(net, im, tmp_dir, target.name.replace("_openvino_model", ""), meta,
+                                                  stage, dynamic=dynamic, half=half)
+                    else:
+                        from .export_ncnn import export_ncnn
+
+                        export_ncnn(net, im, tmp_dir, target.name.replace("_ncnn_model", ""), meta, stage, half=half)
             elif fmt == "onnx":
                 with atomic_write(target) as tmp:
                     exporters.export_onnx(net, im, tmp, meta, stage, opset=opset, dynamic=dynamic, simplify=simplify,
                                           half=half)
-                    _public_mode(tmp)
             else:
                 with atomic_write(target) as tmp:
                     exporters.export_torchscript(net, im, tmp, meta, stage)
-                    _public_mode(tmp)
     except OSError as exc:  # creating the temp file / renaming it into place
         raise ConversionError(f"{fmt} export: cannot write {target}: {exc}") from exc
     return target
@@ -197,36 +200,27 @@ def _target(loaded: LoadedModel, fmt: str, out: Optional[Union[str, Path]]) -> P
     if out is None:
         return loaded.source.with_name(stem + suffix)
     out = Path(out)
-    if fmt == "openvino":
-        if out.suffix.lower() in (".xml", ".bin", ".onnx"):
-            raise InputError(f"for OpenVINO, out is the output folder (e.g. {stem}_openvino_model), got a file name {out.name!r}")
+    if fmt in FOLDER_FORMATS:
+        if out.suffix.lower() in (".xml", ".bin", ".onnx", ".param"):
+            raise InputError(f"for {fmt}, out is the output folder (e.g. {stem}{suffix}), got a file name {out.name!r}")
         return out
     if out.is_dir():
         return out / (stem + suffix)
     return out
 
 
-def _public_mode(path: Path) -> None:
-    """Temp files and folders are created private (0600/0700); give the artifact the usual
-    permissions (0644/0755 under the process umask), as a plain ``open()`` would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
-        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
+_DISPLAY = {"openvino": "OpenVINO", "ncnn": "ncnn"}
 
 
-_OV_FILES = (".xml", ".bin", ".yaml")
-
-
-def _refuse_foreign_folder(target: Path) -> None:
-    """An existing OpenVINO output folder is replaced; any other folder is left alone."""
+def _refuse_foreign_folder(target: Path, fmt: str) -> None:
+    """An existing export folder of the same format is replaced; any other folder is left alone."""
     if target.exists():
         if not target.is_dir():
-            raise ConversionError(f"openvino export: {target} exists and is not a folder")
-        foreign = [p.name for p in target.iterdir() if p.suffix.lower() not in _OV_FILES]
+            raise ConversionError(f"{fmt} export: {target} exists and is not a folder")
+        foreign = [p.name for p in target.iterdir() if p.suffix.lower() not in FOLDER_FORMATS[fmt]]
         if foreign:
             raise ConversionError(
-                f"openvino export: {target} exists and holds files that are not an OpenVINO export "
+                f"{fmt} export: {target} exists and holds files that are not an {_DISPLAY[fmt]} export "
                 f"({', '.join(sorted(foreign)[:5])}); choose another --out"
             )
 

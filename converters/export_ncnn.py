@@ -65,7 +65,7 @@ def export_ncnn(net: Any, im: Any, folder: Path, name: str, meta: Dict[str, Any]
     import yaml
 
     exe = pnnx_executable()
-    folder = Path(folder)
+    folder = Path(folder).resolve()  # pnnx runs in a temp folder: relative paths would land there
     with tempfile.TemporaryDirectory(prefix="edgeseg-pnnx-") as tmp_s:
         tmp = Path(tmp_s)
         ts_path = tmp / "model.pt"

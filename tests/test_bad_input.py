@@ -159,3 +159,30 @@ def test_permission_denied_image(tmp_path):
     p.chmod(0)
     with pytest.raises(ImageReadError, match="secret.jpg"):
         read_image(p)
+
+
+def test_atomic_writes_get_normal_permissions_and_leave_nothing_on_failure(tmp_path):
+    from edgeseg.io import atomic_dir, atomic_write
+
+    with atomic_write(tmp_path / "a.json") as tmp:
+        tmp.write_text("{}")
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~_umask()
+    with atomic_dir(tmp_path / "folder") as d:
+        (d / "x").write_text("x")
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~_umask()
+    with pytest.raises(RuntimeError):
+        with atomic_write(tmp_path / "b.json") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "folder") as d:
+            (d / "y").write_text("half")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "folder"]
+    assert [p.name for p in (tmp_path / "folder").iterdir()] == ["x"]  # the old folder is untouched
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -23,12 +23,18 @@ if not CKPT.is_file() or not BUS.is_file():
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from click.testing import CliRunner
+
+    from edgeseg.cli import main
     from edgeseg.converters.export import export
     from edgeseg.converters.export_ncnn import export_checkpoint_ncnn
 
     d = tmp_path_factory.mktemp("ncnn")
+    out = CliRunner().invoke(main, ["convert", str(CKPT), "--to", "ncnn", "--imgsz", str(IMGSZ),
+                                    "--out", str(d / "y8_ncnn_model")])
+    assert out.exit_code == 0, out.output
     return {
-        "ncnn": export_checkpoint_ncnn(CKPT, out=d / "y8_ncnn_model", imgsz=IMGSZ),
+        "ncnn": d / "y8_ncnn_model",
         "ncnn_half": export_checkpoint_ncnn(CKPT, out=d / "y8h_ncnn_model", imgsz=IMGSZ, half=True),
         "onnx": export(str(CKPT), to="onnx", imgsz=IMGSZ, out=str(d / "y8.onnx"), progress=False),
     }
@@ -40,7 +46,8 @@ def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_export_folder_content(exports: dict) -> None:
     folder = exports["ncnn"]
-    assert sorted(p.name for p in folder.iterdir()) == ["metadata.yaml", "model.ncnn.bin", "model.ncnn.param"]
+    assert sorted(p.name for p in folder.iterdir()) == ["metadata.yaml", "y8.ncnn.bin", "y8.ncnn.param"]
+    assert oct(folder.stat().st_mode & 0o777) != oct(0o700)  # not left private by the atomic temp folder
     from edgeseg.runtimes.ncnn import NcnnBackend
 
     be = NcnnBackend(folder)

@@ -79,7 +79,6 @@ class Preprocessor:
         self.nhwc = is_nhwc(spec.shape)
         dtype = np.dtype(spec.dtype)
         self.dtype = dtype
-        self._lut: Optional[np.ndarray] = None
         if np.issubdtype(dtype, np.integer):
             if spec.scale is None:
                 if dtype != np.uint8:
@@ -89,7 +88,9 @@ class Preprocessor:
                 info = np.iinfo(dtype)
                 q = np.rint(np.arange(256) / 255.0 / spec.scale + spec.zero_point)
                 self._lut = np.clip(q, info.min, info.max).astype(dtype)
-        elif not np.issubdtype(dtype, np.floating):
+        elif np.issubdtype(dtype, np.floating):
+            self._lut = np.arange(256, dtype=np.float32) / np.float32(255.0)
+        else:
             raise InputError(f"input {spec.name!r} has dtype {dtype}; expected float32/float16/int8/uint8")
 
     def geometry(self, orig_shape: Tuple[int, int]) -> Letterbox:
@@ -102,39 +103,20 @@ class Preprocessor:
         lb = self.geometry(img.shape[:2])
         if lb.resized != lb.orig_shape:
             img = cv2.resize(img, (lb.resized[1], lb.resized[0]), interpolation=cv2.INTER_LINEAR)
-        rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         (left, top), (rh, rw) = lb.pad, lb.resized
         ih, iw = lb.input_shape
-        if self._lut is not None:  # quantized input: one table lookup per pixel
-            padded = cv2.copyMakeBorder(rgb, top, ih - rh - top, left, iw - rw - left, cv2.BORDER_CONSTANT,
-                                        value=(PAD_VALUE,) * 3)
-            q = cv2.LUT(padded, self._lut)
-            q = q[None] if self.nhwc else q.transpose(2, 0, 1)[None]
-            return np.ascontiguousarray(q), lb
-        # x / 255 as a true float32 division (not x * (1/255)): int8-weight models quantize
-        # activations at run time and amplify last-bit differences; this matches Ultralytics.
-        # Only the image area is divided; the padding is filled with its constant.
-        pad = np.float32(PAD_VALUE) / np.float32(255.0)
+        padded = cv2.copyMakeBorder(img, top, ih - rh - top, left, iw - rw - left, cv2.BORDER_CONSTANT,
+                                    value=(PAD_VALUE,) * 3)
+        # one table lookup per pixel: x / 255 (a true float32 division, as Ultralytics computes it:
+        # int8-weight models quantize activations at run time and amplify last-bit differences),
+        # or the quantized value for integer inputs
         if self.nhwc:
-            blob = np.empty((1, ih, iw, 3), np.float32)
-            _fill_border(blob[0], top, left, rh, rw, pad)
-            np.divide(rgb, np.float32(255.0), out=blob[0, top: top + rh, left: left + rw], dtype=np.float32)
+            x = cv2.LUT(cv2.cvtColor(padded, cv2.COLOR_BGR2RGB), self._lut)[None]
         else:
-            blob = np.empty((1, 3, ih, iw), np.float32)
-            for c, plane in enumerate(cv2.split(rgb)):  # contiguous planes divide faster than strided views
-                _fill_border(blob[0, c], top, left, rh, rw, pad)
-                np.divide(plane, np.float32(255.0), out=blob[0, c, top: top + rh, left: left + rw], dtype=np.float32)
-        if self.dtype != np.float32:
-            blob = blob.astype(self.dtype)
-        return blob, lb
-
-
-def _fill_border(a: np.ndarray, top: int, left: int, rh: int, rw: int, value: np.float32) -> None:
-    """Set everything of a (H, W[, C]) array outside the rows top..top+rh, cols left..left+rw."""
-    a[:top] = value
-    a[top + rh:] = value
-    a[top: top + rh, :left] = value
-    a[top: top + rh, left + rw:] = value
+            x = np.empty((1, 3, ih, iw), self._lut.dtype)
+            for c, plane in enumerate(reversed(cv2.split(padded))):  # B, G, R planes -> R, G, B
+                cv2.LUT(plane, self._lut, dst=x[0, c])
+        return (x if x.dtype == self.dtype else x.astype(self.dtype)), lb
 
 
 def is_nhwc(shape: Tuple[Optional[int], ...]) -> bool:

@@ -47,8 +47,9 @@ def draw(image: np.ndarray, res: "Results", boxes: bool = True, masks: bool = Tr
                 text = f"{name} {score:.2f}"
                 (tw, th), _ = cv2.getTextSize(text, 0, font_scale, thick)
                 above = p1[1] - th - 3 >= 0
-                q2 = (p1[0] + tw, p1[1] - th - 3 if above else p1[1] + th + 3)
-                cv2.rectangle(out, p1, q2, c, -1, cv2.LINE_AA)
-                cv2.putText(out, text, (p1[0], p1[1] - 2 if above else p1[1] + th + 2), 0, font_scale,
+                x = max(min(p1[0], out.shape[1] - tw), 0)  # keep the label inside the image
+                q1, q2 = (x, p1[1]), (x + tw, p1[1] - th - 3 if above else p1[1] + th + 3)
+                cv2.rectangle(out, q1, q2, c, -1, cv2.LINE_AA)
+                cv2.putText(out, text, (x, p1[1] - 2 if above else p1[1] + th + 2), 0, font_scale,
                             (255, 255, 255), thick, cv2.LINE_AA)
     return out

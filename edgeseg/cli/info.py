@@ -65,7 +65,7 @@ def _format(d: Dict[str, Any]) -> str:
     names = d["names"]
     shown = ", ".join(f"{k}:{v}" for k, v in list(names.items())[:8])
     lines.append(f"names        {len(names)} classes: {shown}{', ...' if len(names) > 8 else ''}")
-    details = ", ".join(f"{k}={v}" for k, v in d["backend_details"].items())
+    details = ", ".join(f"{k}={v}" for k, v in d["backend_details"].items() if k != "weights")  # shown above
     if details:
         lines.append(f"backend      {details}")
     return "\n".join(lines)

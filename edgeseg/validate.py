@@ -365,7 +365,7 @@ def _run(rt: Any, ds: Dataset, batch: int, save_json: Optional[Union[str, Path]]
 
 def _coco_results(res: Any, image_id: int, ds: Dataset, keep: np.ndarray, xywh: np.ndarray) -> List[Dict[str, Any]]:
     """COCO result entries of one image (full-precision floats, so tools see the same numbers)."""
-    from .data.rle import rle_strings
+    from .masks import rle_strings
 
     h, w = res.orig_shape
     rles = rle_strings(res.masks.crops, res.masks.offsets, h, w) if res.masks is not None else None

@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 
 from ..errors import DatasetError
-from ..masks import rle_from_string
+from ..masks import rle_from_string, rle_strings  # noqa: F401  (rle_strings: re-exported)
 from .polygon import CropMask
 
 __all__ = ["rle_to_crop", "rle_counts", "rle_strings"]
@@ -55,66 +55,3 @@ def rle_to_crop(rle: Dict[str, Any], h: int, w: int) -> CropMask:
     xs = np.flatnonzero(cols.any(axis=1))
     crop = cols[xs[0]: xs[-1] + 1, rows[0]: rows[-1] + 1].T.copy()
     return crop, c0 + int(xs[0]), int(rows[0])
-
-
-def rle_strings(crops: Sequence[np.ndarray], offsets: np.ndarray, h: int, w: int) -> List[str]:
-    """COCO compressed RLE strings of many crop masks of one (h, w) image, vectorized.
-
-    ``crops[i]``: bool (h_i, w_i) at ``offsets[i]`` = (x0, y0). Gives the same strings as
-    pycocotools' ``encode`` of the full masks (column-major runs starting with zeros, then the
-    ``rleToString`` 6-bit encoding), with a few numpy passes for the whole image instead of a
-    Python loop per mask and per run.
-    """
-    n = len(crops)
-    if n == 0:
-        return []
-    offsets = np.asarray(offsets, np.int64).reshape(n, 2)
-    hs = np.array([c.shape[0] for c in crops], np.int64)
-    ws = np.array([c.shape[1] for c in crops], np.int64)
-    sizes = (hs + 2) * ws
-    starts = np.concatenate(([0], np.cumsum(sizes)))
-    flat = np.zeros(int(starts[-1]) + 1, np.int8)
-    for i, c in enumerate(crops):  # each column gets a zero above and below: runs never cross
-        if c.size:
-            flat[starts[i]: starts[i + 1]].reshape(ws[i], hs[i] + 2)[:, 1:-1] = c.T
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    mid = np.searchsorted(starts, change, side="right") - 1
-    col, row = np.divmod(change - starts[mid], hs[mid] + 2)
-    pos = (offsets[mid, 0] + col) * h + offsets[mid, 1] + row - 1
-    # a run ending at a column's bottom and one starting at the next column's top share a
-    # boundary: both go; so does a boundary at the very end of the image
-    dup = (pos[1:] == pos[:-1]) & (mid[1:] == mid[:-1])
-    drop = np.zeros(len(pos), bool)
-    drop[:-1] |= dup
-    drop[1:] |= dup
-    drop |= pos >= h * w
-    pos, mid = pos[~drop], mid[~drop]
-    # counts of mask m: pos_1 - 0, pos_2 - pos_1, ..., h*w - pos_k
-    per = np.bincount(mid, minlength=n)
-    ncounts = per + 1
-    cstart = np.concatenate(([0], np.cumsum(ncounts)))
-    total = int(cstart[-1])
-    values = np.full(total, h * w, np.int64)  # the last count of each mask starts as h*w
-    cm = np.repeat(np.arange(n), ncounts)
-    ci = np.arange(total) - cstart[cm]
-    is_pos = ci < per[cm]
-    values[is_pos] = pos  # positions, in order, then h*w
-    prev = np.zeros(total, np.int64)
-    shift = ci > 0
-    prev[shift] = values[np.flatnonzero(shift) - 1]
-    counts = values - prev
-    # rleToString: from the 4th count on, store the difference to the count two before
-    x = counts.copy()
-    later = ci > 2
-    x[later] -= counts[np.flatnonzero(later) - 2]
-    k = np.arange(7)
-    chunk = (x[:, None] >> (5 * k)) & 0x1F
-    rest = x[:, None] >> (5 * (k + 1))
-    more = np.where(chunk & 0x10, rest != -1, rest != 0)
-    nchunks = np.argmin(more, axis=1) + 1
-    used = k[None, :] < nchunks[:, None]
-    chars = (chunk | np.where(k[None, :] < (nchunks[:, None] - 1), 0x20, 0)) + 48
-    text = chars[used].astype(np.uint8).tobytes().decode("ascii")
-    nchar = np.bincount(cm, weights=nchunks, minlength=n).astype(np.int64)
-    bounds = np.concatenate(([0], np.cumsum(nchar)))
-    return [text[bounds[i]: bounds[i + 1]] for i in range(n)]

@@ -51,25 +51,37 @@ def nms_numpy(boxes: np.ndarray, scores: np.ndarray, iou: float, max_det: int) -
     return np.asarray(keep, dtype=np.int64)
 
 
-def nms_opencv(boxes: np.ndarray, scores: np.ndarray, iou: float, max_det: int) -> np.ndarray:
-    """The same NMS through ``cv2.dnn.NMSBoxes`` (C++); boxes already carry class offsets."""
+def nms_opencv(boxes: np.ndarray, scores: np.ndarray, iou: float, max_det: int,
+               class_ids: Optional[np.ndarray] = None) -> np.ndarray:
+    """The same NMS in C++: ``cv2.dnn.NMSBoxesBatched`` (per class) or ``cv2.dnn.NMSBoxes``."""
     import cv2
 
     if len(boxes) == 0:
         return np.zeros(0, np.int64)
     xywh = boxes.astype(np.float64, copy=True)
     xywh[:, 2:] -= xywh[:, :2]
-    keep = cv2.dnn.NMSBoxes(xywh.tolist(), scores.astype(np.float64).tolist(), 0.0, float(iou))  # top_k would cut candidates, not results
+    # no top_k: OpenCV applies it to the candidates before NMS, not to the results
+    if class_ids is None:
+        keep = cv2.dnn.NMSBoxes(xywh.tolist(), scores.astype(np.float64).tolist(), 0.0, float(iou))
+    else:
+        keep = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.astype(np.float64).tolist(),
+                                       class_ids.astype(np.int64).tolist(), 0.0, float(iou))
     return np.asarray(keep, dtype=np.int64).reshape(-1)[:max_det]
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou: float, max_det: int,
         agnostic: bool = False, impl: str = "opencv") -> np.ndarray:
-    """Class-aware NMS (boxes of different classes never suppress each other)."""
+    """Class-aware NMS (boxes of different classes never suppress each other); indices of the
+    kept boxes, highest score first. ``impl``: ``"opencv"`` or ``"numpy"`` (same boxes kept)."""
     if len(boxes) == 0:
         return np.zeros(0, np.int64)
-    b = boxes if agnostic else boxes + (class_ids.astype(np.float32) * MAX_WH)[:, None]
-    return (nms_opencv if impl == "opencv" else nms_numpy)(b, scores, iou, max_det)
+    if impl == "opencv":
+        return nms_opencv(boxes, scores, iou, max_det, None if agnostic else class_ids)
+    # float64: a float32 class offset (up to 79 * 7680) would round coordinates to 1/32 px
+    b = boxes.astype(np.float64)
+    if not agnostic:
+        b += (class_ids.astype(np.float64) * MAX_WH)[:, None]
+    return nms_numpy(b, scores, iou, max_det)
 
 
 class Decoder:

@@ -41,7 +41,7 @@ class Runtime:
         backend: ``"auto"`` or a backend name (``onnxruntime``, ``litert``, ``openvino``, ...).
         threads: inference threads. retina_masks: masks cropped at full source resolution.
         names: class names overriding the model's (dict, list, or a YAML / text file).
-        agnostic_nms: NMS across classes. nms: ``"opencv"`` (``cv2.dnn.NMSBoxes``, the default:
+        agnostic_nms: NMS across classes. nms: ``"opencv"`` (``cv2.dnn.NMSBoxesBatched``, the default:
             same boxes kept, several times faster on thousands of candidates) or ``"numpy"``.
         **backend_options: passed to the backend (e.g. ``providers=`` for ONNX Runtime,
             ``delegate=``/``device=`` for LiteRT, ``device=``/``performance=`` for OpenVINO).

@@ -19,6 +19,8 @@ from typing import Any, List, Optional, Tuple
 import numpy as np
 import pytest
 
+from _mjpeg import free_port, start_mjpeg_server
+
 cv2 = pytest.importorskip("cv2")
 mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'edgeseg[mqtt]')")
 
@@ -33,10 +35,7 @@ pytestmark = pytest.mark.skipif(MOSQUITTO is None,
                                 reason="mosquitto is not installed (apt-get install -y mosquitto; `make test` installs it)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
 
 
 class Broker:
@@ -172,40 +171,13 @@ def test_bad_urls() -> None:
             parse_mqtt_url(bad)
 
 
-MJPEG_SERVER = r"""
-import sys, time, cv2, numpy as np
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-img = cv2.resize(cv2.imread(sys.argv[2]), (320, 240))
-class H(BaseHTTPRequestHandler):
-    def log_message(self, *a): pass
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header('Content-Type', 'multipart/x-mixed-replace; boundary=frame')
-        self.end_headers()
-        i = 0
-        try:
-            while True:
-                ok, b = cv2.imencode('.jpg', np.roll(img, 4 * i, axis=1)); i += 1
-                self.wfile.write(b'--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n' % len(b) + b.tobytes() + b'\r\n')
-                time.sleep(1.0 / 30)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-s = ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), H)
-s.daemon_threads = True
-print('ready', flush=True)
-s.serve_forever()
-"""
-
-
 @pytest.mark.skipif(not (MODEL.is_file() and BUS.is_file()), reason=f"test assets not found under {ASSETS}")
 def test_run_publishes_every_frame_and_survives_broker_restart(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     broker = Broker(tmp_path).start()
     sub = Subscriber(broker.port, "edgeseg/cam1")
     src_port = free_port()
-    source = subprocess.Popen([sys.executable, "-c", MJPEG_SERVER, str(src_port), str(BUS)],
-                              stdout=subprocess.PIPE, text=True)
-    assert source.stdout is not None and source.stdout.readline().strip() == "ready"
+    source = start_mjpeg_server(src_port, BUS)
     out_json = tmp_path / "all.jsonl"
     run = subprocess.Popen(EDGESEG + ["run", "-m", str(MODEL), "-s", f"http://127.0.0.1:{src_port}/v.mjpg",
                                       "--mqtt", f"mqtt://127.0.0.1:{broker.port}/edgeseg/cam1",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from typing import List
 
 import numpy as np
 import pytest
+
+from _mjpeg import free_port, start_mjpeg_server
 
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")
@@ -134,48 +135,15 @@ def test_help_has_example() -> None:
 
 # -- live: an MJPEG server in another process, killed and restarted mid-run --------------------------
 
-MJPEG_SERVER = r"""
-import sys, time, cv2, numpy as np
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-img = cv2.resize(cv2.imread(sys.argv[2]), (320, 240))
-fps = float(sys.argv[3])
-class H(BaseHTTPRequestHandler):
-    def log_message(self, *a): pass
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header('Content-Type', 'multipart/x-mixed-replace; boundary=frame')
-        self.end_headers()
-        i = 0
-        try:
-            while True:
-                ok, b = cv2.imencode('.jpg', np.roll(img, 4 * i, axis=1)); i += 1
-                self.wfile.write(b'--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n' % len(b) + b.tobytes() + b'\r\n')
-                time.sleep(1.0 / fps)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-s = ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), H)
-s.daemon_threads = True
-print('ready', flush=True)
-s.serve_forever()
-"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def start_mjpeg_server(port: int, fps: float = 30.0) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-c", MJPEG_SERVER, str(port), str(BUS), str(fps)],
-                         stdout=subprocess.PIPE, text=True)
-    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-    return p
 
 
 def test_live_mjpeg_stream_reconnects_and_stays_live(tmp_path: Path) -> None:
     port = free_port()
-    server = start_mjpeg_server(port, fps=100.0)
+    server = start_mjpeg_server(port, BUS, fps=100.0)
     err_path = tmp_path / "stderr.txt"
     n = 36
     with open(err_path, "w") as err:
@@ -197,7 +165,7 @@ def test_live_mjpeg_stream_reconnects_and_stays_live(tmp_path: Path) -> None:
                 server.wait()
                 killed_at = time.time()
                 time.sleep(2.0)
-                server = start_mjpeg_server(port, fps=100.0)
+                server = start_mjpeg_server(port, BUS, fps=100.0)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
@@ -227,7 +195,7 @@ def test_live_mjpeg_stream_reconnects_and_stays_live(tmp_path: Path) -> None:
 
 def test_sigterm_stops_cleanly_and_finalizes_outputs(tmp_path: Path) -> None:
     port = free_port()
-    server = start_mjpeg_server(port, fps=100.0)
+    server = start_mjpeg_server(port, BUS, fps=100.0)
     out_video, out_json = tmp_path / "live.mp4", tmp_path / "live.jsonl"
     try:
         proc = subprocess.Popen(EDGESEG + ["run", "-m", str(MODEL), "-s", f"http://127.0.0.1:{port}/s.mjpg",

@@ -24,6 +24,8 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
+from _mjpeg import free_port, start_mjpeg_server
+
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")
 
@@ -120,35 +122,7 @@ class DevTools:
         self.sock.close()
 
 
-MJPEG_SERVER = r"""
-import sys, time, cv2, numpy as np
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-img = cv2.resize(cv2.imread(sys.argv[2]), (320, 240))
-class H(BaseHTTPRequestHandler):
-    def log_message(self, *a): pass
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header('Content-Type', 'multipart/x-mixed-replace; boundary=frame')
-        self.end_headers()
-        i = 0
-        try:
-            while True:
-                ok, b = cv2.imencode('.jpg', np.roll(img, 8 * i, axis=1)); i += 1
-                self.wfile.write(b'--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n' % len(b) + b.tobytes() + b'\r\n')
-                time.sleep(1.0 / 20)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-s = ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), H)
-s.daemon_threads = True
-print('ready', flush=True)
-s.serve_forever()
-"""
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(url: str, headers: Optional[Dict[str, str]] = None, timeout: float = 10.0) -> urllib.request.addinfourl:
@@ -173,9 +147,7 @@ def wait_until(fn, timeout: float, interval: float = 0.25) -> Any:
 def live_run(tmp_path: Path):
     """``edgeseg run --serve`` on a live MJPEG source; yields (page url, port, token)."""
     src_port, serve_port, token = free_port(), free_port(), "s3cret-token"
-    source = subprocess.Popen([sys.executable, "-c", MJPEG_SERVER, str(src_port), str(BUS)],
-                              stdout=subprocess.PIPE, text=True)
-    assert source.stdout is not None and source.stdout.readline().strip() == "ready"
+    source = start_mjpeg_server(src_port, BUS, fps=20, shift=8)
     err = open(tmp_path / "run.stderr", "w")
     run = subprocess.Popen(EDGESEG + ["run", "-m", str(MODEL), "-s", f"http://127.0.0.1:{src_port}/v.mjpg",
                                       "--serve", f"127.0.0.1:{serve_port}", "--token", token, "-q"],

@@ -1,7 +1,7 @@
 """COCO RLE ground truth (crowd regions, RLE annotations) as crop masks."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict
 
 import numpy as np
 

@@ -103,6 +103,9 @@ class BoardProfile:
         d = {k: copy.deepcopy(getattr(self, k)) for k in _REQUIRED}
         d["threads"] = self.threads
         d["convert_command"] = convert_command(self)
+        gap = convert_gap(self)
+        if gap:
+            d["convert_note"] = gap
         return d
 
 
@@ -423,6 +426,42 @@ def convert_command(profile: BoardProfile, model: str = "MODEL.pt") -> str:
     elif precision == "int8":
         parts += ["--int8", "--data", "CALIB.yaml"]
     return " ".join(parts)
+
+
+#: formats and precisions `edgeseg convert` can make today (see edgeseg.converters.formats)
+CONVERTIBLE_FORMATS = ("onnx", "openvino", "torchscript", "ncnn")
+CONVERTIBLE_PRECISIONS = ("fp32", "fp16")
+
+
+def convert_gap(profile: BoardProfile) -> Optional[str]:
+    """Why ``edgeseg convert`` cannot produce this board's model yet, or None when it can."""
+    to, precision = profile.convert["to"], profile.convert.get("precision", "fp32")
+    missing = []
+    if to not in CONVERTIBLE_FORMATS:
+        missing.append(f"the {to} format")
+    if precision not in CONVERTIBLE_PRECISIONS:
+        missing.append(f"{precision} calibration")
+    if not missing:
+        return None
+    return (f"board {profile.name!r} runs {precision} {to} models, but edgeseg convert cannot make "
+            f"{' or '.join(missing)} yet (it makes {', '.join(CONVERTIBLE_FORMATS)} in "
+            f"{' or '.join(CONVERTIBLE_PRECISIONS)})")
+
+
+def convert_options(profile: BoardProfile, explicit: Mapping[str, Any]) -> Dict[str, Any]:
+    """``edgeseg convert`` options for a board: ``to``, ``imgsz`` and ``half`` from the profile,
+    under the options the user gave (``None`` / False = not given). Raises :class:`InputError`
+    when the board's own format or precision cannot be made yet and the user did not pick one."""
+    conv = profile.convert
+    out = {
+        "to": explicit.get("to") or conv["to"],
+        "imgsz": explicit.get("imgsz") or conv.get("imgsz", profile.imgsz),
+        "half": bool(explicit.get("half")) or conv.get("precision") == "fp16",
+    }
+    gap = convert_gap(profile)
+    if gap and not explicit.get("to"):  # the board's own recipe cannot be followed yet
+        raise InputError(gap + "; pass --to to choose a format it can make, e.g. --to onnx")
+    return out
 
 
 def _available_backend_for(profile: BoardProfile, model: Optional[Union[str, Path]]) -> Optional[str]:

@@ -318,3 +318,44 @@ def test_profile_backend_options_are_accepted_by_the_backend(tmp_path: Path, boa
         assert be.inputs and be.outputs
     finally:
         be.close()
+
+
+@pytest.mark.parametrize("board, explicit, expected", [
+    ("raspberry-pi-5", {}, {"to": "ncnn", "imgsz": 416, "half": True}),
+    ("intel-openvino", {}, {"to": "openvino", "imgsz": 640, "half": False}),
+    ("jetson-nano", {"imgsz": (320, 320)}, {"to": "onnx", "imgsz": (320, 320), "half": False}),
+    ("raspberry-pi-4", {"to": "onnx", "half": True}, {"to": "onnx", "imgsz": 320, "half": True}),
+    ("coral-usb", {"to": "onnx"}, {"to": "onnx", "imgsz": 320, "half": False}),
+])
+def test_convert_options_from_a_board_explicit_flags_win(board, explicit, expected) -> None:
+    from edgeseg.profiles import convert_options
+
+    assert convert_options(get_profile(board), explicit) == expected
+
+
+@pytest.mark.parametrize("board", ["coral-usb", "coral-dev-board", "apple-silicon"])
+def test_convert_for_a_board_whose_format_cannot_be_made_yet_says_so(board) -> None:
+    from edgeseg.profiles import convert_gap, convert_options
+
+    assert convert_gap(get_profile(board))
+    with pytest.raises(InputError, match="cannot make"):
+        convert_options(get_profile(board), {})
+    out = CliRunner().invoke(main, ["boards", "show", board])
+    assert "convert_note" in out.output
+
+
+def test_cli_convert_with_board(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="torch is not installed (pip install 'edgeseg[convert]')")
+    ckpt = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "models" / "yolov8n-seg-coco.pt"
+    if not ckpt.is_file():
+        pytest.skip(f"test asset {ckpt} not found")
+    out = CliRunner().invoke(main, ["convert", str(ckpt), "--board", "jetson-nano", "--imgsz", "256",
+                                    "--out", str(tmp_path / "m.onnx"), "-q"])
+    assert out.exit_code == 0, out.output
+    assert "board jetson-nano: --to onnx --imgsz 256,256" in out.output
+    from edgeseg import Runtime
+
+    with Runtime(tmp_path / "m.onnx") as rt:
+        assert rt.imgsz == (256, 256)
+    out = CliRunner().invoke(main, ["convert", str(ckpt), "--board", "coral-usb", "--out", str(tmp_path / "x")])
+    assert out.exit_code == 1 and "cannot make" in out.output and not (tmp_path / "x").exists()

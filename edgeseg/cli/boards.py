@@ -20,7 +20,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _detect_text(detections: List[Any], facts: Any) -> str:
-    from ..profiles import convert_command
+    from ..profiles import convert_command, convert_gap
 
     lines = [f"System: {facts.system} {facts.machine}"
              + (f", device-tree model {facts.device_tree_model!r}" if facts.device_tree_model else "")
@@ -37,6 +37,8 @@ def _detect_text(detections: List[Any], facts: Any) -> str:
         lines.append(f"  prefers: formats {', '.join(p.formats)}; backends {', '.join(p.backends)}; "
                      f"{p.precision} at {p.imgsz} px, threads {p.threads or 'auto'}")
         lines.append(f"  model:   {convert_command(p)}")
+        if convert_gap(p):
+            lines.append(f"  note:    {convert_gap(p)}")
         for other in matched[1:]:
             lines.append(f"Also matches: {other.profile.name} (priority {other.profile.priority}): {'; '.join(other.reasons)}")
     return "\n".join(lines)

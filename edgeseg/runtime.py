@@ -104,6 +104,8 @@ class Runtime:
             )
         self.input_spec: TensorSpec = images[0]
         fixed = _fixed_hw(self.input_spec)
+        #: (H, W) when the model's input size is fixed, None when it takes any size
+        self.fixed_imgsz: Optional[Tuple[int, int]] = fixed
         want = _imgsz(imgsz)
         if fixed is not None:
             if want is not None and want != fixed:
@@ -268,7 +270,8 @@ class Runtime:
         """A Runtime with other options (``conf``, ``iou``, ``max_det``, ``classes``, ``imgsz``,
         ``retina_masks``, ``names``, ``agnostic_nms``, ``nms``) that shares this one's loaded model:
         nothing is loaded twice, and this object keeps its own settings. Closing the returned
-        Runtime leaves the shared model open; closing this one closes it for both."""
+        Runtime leaves the shared model open (it is released with the last of the two objects);
+        closing this one closes it for both."""
         unknown = set(changes) - set(self._options)
         if unknown:
             raise InputError(f"with_options: unknown options {sorted(unknown)}; expected {sorted(self._options)}")
@@ -278,6 +281,7 @@ class Runtime:
         opts["classes"] = _check_options(opts["conf"], opts["iou"], opts["max_det"], opts["classes"], opts["nms"])
         view = copy.copy(self)
         view._owns_backend = False
+        view._base = self  # the model stays open while a view lives
         view._setup(opts["conf"], opts["iou"], opts["max_det"], opts["classes"], opts["imgsz"], opts["retina_masks"],
                     opts["names"], opts["agnostic_nms"], opts["nms"])
         return view

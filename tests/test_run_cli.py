@@ -223,3 +223,18 @@ def test_sigterm_stops_cleanly_and_finalizes_outputs(tmp_path: Path) -> None:
         count += 1
     assert count == len(lines)  # every frame that got a JSON line is in the finalized video
     assert not list(tmp_path.glob(".live.*"))
+
+
+def test_board_input_size_applies_only_to_models_without_a_fixed_size() -> None:
+    from edgeseg import Runtime
+    from edgeseg.cli.run import _make_runtime
+
+    rt = _make_runtime(Runtime, {"model": MODEL}, {}, board_imgsz=640)  # fixed 320x320: the board's size is ignored
+    assert rt.imgsz == (320, 320) and rt.fixed_imgsz == (320, 320)
+    rt.close()
+    pt = ASSETS / "models" / "yolov8n-seg-coco.pt"
+    pytest.importorskip("torch", reason="the .pt needs the convert extra")
+    rt = _make_runtime(Runtime, {"model": pt}, {}, board_imgsz=320)
+    assert rt.fixed_imgsz is None and rt.imgsz == (320, 320)
+    assert 5 in rt(BUS).class_ids  # the bus, at the board's size
+    rt.close()

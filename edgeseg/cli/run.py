@@ -247,13 +247,9 @@ def run(**kw: Any) -> None:
 def _make_runtime(Runtime: Any, rt_kw: Dict[str, Any], backend_options: Dict[str, Any],
                   board_imgsz: Optional[int]) -> Any:
     """Build the Runtime; a board's input size applies only to models whose input size is not fixed."""
-    from ..errors import InputError
-
+    rt = Runtime(**rt_kw, **backend_options)
+    if board_imgsz and rt.fixed_imgsz is None:
+        return rt.with_options(imgsz=board_imgsz)  # same loaded model, letterboxed to the board's size
     if board_imgsz:
-        try:
-            return Runtime(**dict(rt_kw, imgsz=board_imgsz), **backend_options)
-        except InputError as exc:
-            if "fixed" not in str(exc):
-                raise
-            log.info("board input size %s not used: %s", board_imgsz, exc)
-    return Runtime(**rt_kw, **backend_options)
+        log.info("board input size %s not used: the model's input is fixed at %sx%s", board_imgsz, *rt.fixed_imgsz)
+    return rt

@@ -55,7 +55,8 @@ class OutputLayout:
     def to_dict(self) -> Dict[str, Any]:
         d: Dict[str, Any] = {"kind": self.kind, "num_classes": self.nc, "mask_dim": self.nm}
         if self.pred:
-            d["predictions"] = {"name": self.pred, "order": "anchors-last" if not self.channels_last and self.kind == "raw" else "anchors-first"}
+            order = "one row per detection" if self.kind == "nms" else ("anchors-first" if self.channels_last else "anchors-last")
+            d["predictions"] = {"name": self.pred, "order": order}
         if self.split:
             d["split"] = dict(self.split)
         if self.protos:

@@ -29,6 +29,7 @@ __all__ = [
     "backend_classes",
     "backend_status",
     "select_backend",
+    "module_available",
     "BACKEND_MODULES",
 ]
 
@@ -118,6 +119,11 @@ class Backend:
         return path.suffix.lower() in cls.suffixes
 
     @classmethod
+    def installed(cls) -> bool:
+        """Whether a vendor module of this backend can be found (without importing it)."""
+        return any(module_available(m) for m in cls.requires)
+
+    @classmethod
     def vendor_version(cls) -> str:
         """Import the vendor module and return its version; raises ImportError if missing."""
         last: Optional[BaseException] = None
@@ -179,7 +185,7 @@ def backend_status(import_vendor: bool = False) -> List[BackendStatus]:
     ``importlib.util.find_spec`` is consulted."""
     out = []
     for name, cls in backend_classes().items():
-        found = any(_find_spec(m) for m in cls.requires)
+        found = cls.installed()
         st = BackendStatus(name, cls.format, found, extra=cls.extra, suffixes=cls.suffixes)
         if not found:
             st.reason = f"{' or '.join(cls.requires)} not installed (pip install 'edgeseg[{cls.extra}]')"
@@ -192,7 +198,8 @@ def backend_status(import_vendor: bool = False) -> List[BackendStatus]:
     return out
 
 
-def _find_spec(module: str) -> bool:
+def module_available(module: str) -> bool:
+    """Whether ``module`` can be imported, asked of ``importlib.util.find_spec`` (no import)."""
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
@@ -211,7 +218,7 @@ def select_backend(path: Path, backend: str = "auto") -> Type[Backend]:
             raise ModelLoadError(
                 f"backend {backend!r} opens {', '.join(cls.suffixes)} models, but got {path.name!r}"
             )
-        if not any(_find_spec(m) for m in cls.requires):
+        if not cls.installed():
             raise cls.unavailable()
         return cls
     candidates = [c for c in classes.values() if c.handles(path)]
@@ -220,7 +227,7 @@ def select_backend(path: Path, backend: str = "auto") -> Type[Backend]:
         found = "a folder without a model file" if path.is_dir() else f"suffix {path.suffix or '(none)'!r}"
         raise ModelLoadError(f"{path}: unsupported model format; expected one of {', '.join(known)}, found {found}")
     for cls in candidates:
-        if any(_find_spec(m) for m in cls.requires):
+        if cls.installed():
             return cls
     extras = " or ".join(f"pip install 'edgeseg[{c.extra}]'" for c in candidates)
     raise BackendUnavailableError(

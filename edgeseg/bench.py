@@ -177,8 +177,6 @@ def discover(models: Sequence[str], models_dir: Optional[str], settings: BenchSe
 def _path_jobs(path: Path, classes: Dict[str, Any], settings: BenchSettings, workdir: Optional[Path],
                jobs: List[BenchJob], skipped: List[BenchResult]) -> None:
     """Append the jobs (and skips) of one model path."""
-    from .backend import _find_spec
-
     wanted = settings.backends
     openers = [c for c in classes.values() if c.handles(path)]
     if not openers:
@@ -188,7 +186,7 @@ def _path_jobs(path: Path, classes: Dict[str, Any], settings: BenchSettings, wor
     for cls in openers:
         if wanted and cls.name not in wanted:
             continue
-        if not any(_find_spec(m) for m in cls.requires):
+        if not cls.installed():
             skipped.append(BenchResult(str(path), cls.name, cls.format, status="skipped",
                                        reason=f"{' or '.join(cls.requires)} not installed "
                                               f"(pip install 'edgeseg[{cls.extra}]')"))
@@ -203,8 +201,6 @@ def _path_jobs(path: Path, classes: Dict[str, Any], settings: BenchSettings, wor
 def _convert_jobs(pt: Path, settings: BenchSettings, classes: Dict[str, Any],
                   workdir: Optional[Path]) -> Tuple[List[BenchJob], List[BenchResult]]:
     """Export ``pt`` to the format of each selected, installed backend; jobs for the exports."""
-    from .backend import _find_spec
-
     jobs: List[BenchJob] = []
     skipped: List[BenchResult] = []
     targets: Dict[str, List[str]] = {}
@@ -212,7 +208,7 @@ def _convert_jobs(pt: Path, settings: BenchSettings, classes: Dict[str, Any],
         fmt = EXPORT_FOR_BACKEND.get(name)
         if fmt is None or (settings.backends and name not in settings.backends):
             continue
-        if not any(_find_spec(m) for m in cls.requires):
+        if not cls.installed():
             continue  # not installed: nothing could run the export anyway
         targets.setdefault(fmt, []).append(name)
     if not targets:

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.util
 import os
 import platform
 import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+
+from .backend import module_available
 
 __all__ = ["collect", "format_report", "EDGETPU_LIBRARY", "CORAL_USB_IDS", "opencv_build_facts", "list_cameras"]
 
@@ -135,12 +136,7 @@ def _coral_usb(root: Path) -> List[str]:
 
 def _vendor(module: str) -> Any:
     """Import a vendor module only when it is installed (None otherwise)."""
-    try:
-        if importlib.util.find_spec(module) is None:
-            return None
-    except (ImportError, ValueError):
-        return None
-    return importlib.import_module(module)
+    return importlib.import_module(module) if module_available(module) else None
 
 
 def _ort_providers() -> Any:
@@ -196,23 +192,16 @@ def list_cameras(root: Union[str, Path] = "/") -> List[Dict[str, str]]:
 
 def _cameras(root: Path, system: str) -> Dict[str, Any]:
     out: Dict[str, Any] = {"devices": list_cameras(root) if system == "Linux" else [],
-                           "picamera2": _vendor_found("picamera2")}
+                           "picamera2": module_available("picamera2")}
     if system != "Linux":
         out["note"] = f"cameras are not enumerated on {system}; use --camera 0, 1, ..."
     return out
 
 
-def _vendor_found(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def _converters() -> Dict[str, Any]:
     from importlib import metadata
 
-    if not _vendor_found("torch"):
+    if not module_available("torch"):
         return {"available": False, "reason": "torch not installed (pip install 'edgeseg[convert]')"}
     try:
         version = metadata.version("torch")

@@ -468,13 +468,13 @@ def _available_backend_for(profile: BoardProfile, model: Optional[Union[str, Pat
     """The first of the profile's backends that is installed and opens ``model``."""
     if model is None:
         return None
-    from .backend import _find_spec, backend_classes
+    from .backend import backend_classes
 
     classes = backend_classes()
     path = Path(model)
     for name in profile.backends:
         cls = classes.get(name)
-        if cls is None or not any(_find_spec(m) for m in cls.requires):
+        if cls is None or not cls.installed():
             continue
         try:
             if cls.handles(path):

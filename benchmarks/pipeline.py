@@ -52,8 +52,8 @@ def make_video(path: Path, n: int, size: Tuple[int, int]) -> Path:
 
 
 def run_file(rt: Any, video: Path, out: Path, pipelined: bool, save: bool) -> Dict[str, Any]:
-    from edgeseg.pipeline import stream
-    from edgeseg.sinks import JsonSink, VideoSink
+    from edgeseg.live.pipeline import stream
+    from edgeseg.live.sinks import JsonSink, VideoSink
 
     tag = "pip" if pipelined else "seq"
     sinks = [VideoSink(out / f"{tag}.mp4"), JsonSink(out / f"{tag}.jsonl")] if save else []
@@ -106,8 +106,8 @@ def live_naive(rt: Any, img: np.ndarray, fps: float, results: int) -> Dict[str, 
 
 
 def live_edgeseg(rt: Any, img: np.ndarray, fps: float, results: int, pipelined: bool) -> Dict[str, Any]:
-    from edgeseg.pipeline import stream
-    from edgeseg.sources import LiveSource
+    from edgeseg.live.pipeline import stream
+    from edgeseg.live.sources import LiveSource
 
     src = LiveSource(lambda: Camera(img, fps), f"simulated camera {fps:g} fps")
     t0 = time.perf_counter()

@@ -34,10 +34,10 @@ CHILD = r"""
 import json, os, resource, sys, tempfile, time, tracemalloc
 import numpy as np
 from edgeseg import Runtime
-from edgeseg.data import load_dataset
+from edgeseg.eval.datasets import load_dataset
 from edgeseg.io import read_image
-from edgeseg.metrics import COCOEvaluator
-from edgeseg.validate import validate
+from edgeseg.eval.metrics import COCOEvaluator
+from edgeseg.eval.validate import validate
 
 model, imgsz, data, save_json = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
 rt = Runtime(model, imgsz=imgsz, conf=0.001, iou=0.7, max_det=300)

@@ -210,11 +210,11 @@ class Runtime:
 
     def stream(self, source: Any, **kwargs: Any) -> Any:
         """Run on every frame of a camera, video, folder, glob, stream URL or GStreamer pipeline;
-        iterate the returned :class:`~edgeseg.pipeline.Stream` for one Results per frame (capture,
+        iterate the returned :class:`~edgeseg.live.pipeline.Stream` for one Results per frame (capture,
         pre/postprocessing, inference and ``sinks`` overlap in threads; live sources skip stale
         frames). ``kwargs``: ``sinks``, ``max_frames``, ``pipelined``, ``handle_signals`` and the
-        source options (``width``, ``height``, ``fps``, ``live``, ...); see :func:`edgeseg.pipeline.stream`."""
-        from .pipeline import stream
+        source options (``width``, ``height``, ``fps``, ``live``, ...); see :func:`edgeseg.live.pipeline.stream`."""
+        from .live.pipeline import stream
 
         return stream(self, source, **kwargs)
 
@@ -309,8 +309,8 @@ class Runtime:
         return f"Runtime({str(self.path)!r}, backend={self.backend.name!r}, imgsz={self.imgsz})"
 
     def val(self, data: Any, **kwargs: Any) -> Any:
-        """COCO-standard box and mask mAP on a dataset; see :func:`edgeseg.validate.validate`."""
-        from .validate import validate
+        """COCO-standard box and mask mAP on a dataset; see :func:`edgeseg.eval.validate.validate`."""
+        from .eval.validate import validate
 
         return validate(self, data, **kwargs)
 

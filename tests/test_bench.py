@@ -10,7 +10,7 @@ from typing import Dict, List
 import pytest
 from click.testing import CliRunner
 
-from edgeseg.bench import BenchSettings, discover, run_bench, to_markdown
+from edgeseg.eval.bench import BenchSettings, discover, run_bench, to_markdown
 from edgeseg.cli import main
 from edgeseg.errors import InputError
 
@@ -117,7 +117,7 @@ def test_convert_checkpoint_to_each_backend_format(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not COCO8.is_file(), reason="coco8-seg dataset not found")
 def test_mask_map_with_data() -> None:
-    pytest.importorskip("edgeseg.validate", reason="edgeseg.validate is not available")
+    pytest.importorskip("edgeseg.eval.validate", reason="edgeseg.eval.validate is not available")
     report = run_bench([str(ONNX)], BenchSettings(runs=1, warmup=0, isolate=False, backends=["onnxruntime"],
                                                    data=str(COCO8)))
     (r,) = report.results

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from edgeseg.cli import main
 from edgeseg.errors import InputError
-from edgeseg.profiles import (
+from edgeseg.tools.profiles import (
     BACKENDS,
     apply_profile,
     convert_command,
@@ -328,14 +328,14 @@ def test_profile_backend_options_are_accepted_by_the_backend(tmp_path: Path, boa
     ("coral-usb", {"to": "onnx"}, {"to": "onnx", "imgsz": 320, "half": False}),
 ])
 def test_convert_options_from_a_board_explicit_flags_win(board, explicit, expected) -> None:
-    from edgeseg.profiles import convert_options
+    from edgeseg.tools.profiles import convert_options
 
     assert convert_options(get_profile(board), explicit) == expected
 
 
 @pytest.mark.parametrize("board", ["coral-usb", "coral-dev-board", "apple-silicon"])
 def test_convert_for_a_board_whose_format_cannot_be_made_yet_says_so(board) -> None:
-    from edgeseg.profiles import convert_gap, convert_options
+    from edgeseg.tools.profiles import convert_gap, convert_options
 
     assert convert_gap(get_profile(board))
     with pytest.raises(InputError, match="cannot make"):

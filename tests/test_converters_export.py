@@ -147,7 +147,7 @@ def test_export_options(coco_pt, tmp_path, kwargs, backend):
             assert rt.input_spec.shape[2] is None and rt.meta.raw["dynamic"] is True
         assert rt.meta.quantization == ("fp16" if kwargs.get("half") else "fp32")
     if kwargs.get("half"):
-        from edgeseg.verify import verify
+        from edgeseg.eval.verify import verify
 
         rep = verify(coco_pt, out, [ASSETS / "images" / "bus.jpg"])
         assert rep.precision == "fp16" and rep.passed, rep.table()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from _assets import ASSETS, require_assets
-from edgeseg.data import convert_coco, load_dataset, merge_polygons, to_coco
-from edgeseg.data.polygon import crop_to_full, polygon_mask, polygons_mask
+from edgeseg.eval.datasets import convert_coco, load_dataset, merge_polygons, to_coco
+from edgeseg.eval.datasets.polygon import crop_to_full, polygon_mask, polygons_mask
 from edgeseg.errors import DatasetError
 
 COCO8 = ASSETS / "datasets" / "coco8-seg.yaml"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeseg.data.polygon import box_polygon, crop_to_full, polygon_mask, polygons_mask
-from edgeseg.data.rle import rle_strings, rle_to_crop
+from edgeseg.eval.datasets.polygon import box_polygon, crop_to_full, polygon_mask, polygons_mask
+from edgeseg.eval.datasets.rle import rle_strings, rle_to_crop
 
 mask_util = pytest.importorskip("pycocotools.mask", reason="pycocotools (a dev dependency) is the reference")
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools on numpy 2

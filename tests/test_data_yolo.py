@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from _assets import ASSETS, require_assets
-from edgeseg.data import load_dataset, parse_label_file
-from edgeseg.data.yolo import image_ids, label_path
+from edgeseg.eval.datasets import load_dataset, parse_label_file
+from edgeseg.eval.datasets.yolo import image_ids, label_path
 from edgeseg.errors import DatasetError
 
 COCO8 = ASSETS / "datasets" / "coco8-seg.yaml"

@@ -1,4 +1,4 @@
-"""edgeseg.metrics against pycocotools (and faster-coco-eval) on synthetic ground truth and predictions.
+"""edgeseg.eval.metrics against pycocotools (and faster-coco-eval) on synthetic ground truth and predictions.
 
 Ground truth: random polygons (some objects in several parts, some crowd regions given as RLE);
 predictions: jittered copies of the ground truth with random (partly tied) scores, wrong classes,
@@ -13,9 +13,9 @@ import io
 import numpy as np
 import pytest
 
-from edgeseg.data.polygon import polygons_mask
+from edgeseg.eval.datasets.polygon import polygons_mask
 from edgeseg.masks import rle_encode_counts, rle_to_string
-from edgeseg.metrics import COCOEvaluator, box_iou_xywh, mask_iou_crops, match_detections
+from edgeseg.eval.metrics import COCOEvaluator, box_iou_xywh, mask_iou_crops, match_detections
 
 pycocotools = pytest.importorskip("pycocotools", reason="pycocotools (a dev dependency) is needed for the reference numbers")
 from pycocotools import mask as mask_util  # noqa: E402
@@ -233,7 +233,7 @@ def test_matching_rules(ious, ignore, crowd, expect) -> None:
 
 def test_ground_truth_as_predictions_scores_one_and_empty_scores_nan() -> None:
     from _assets import ASSETS, require_assets
-    from edgeseg.data import load_dataset
+    from edgeseg.eval.datasets import load_dataset
 
     data = ASSETS / "datasets" / "coco8-seg.yaml"
     require_assets(data)

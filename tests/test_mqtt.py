@@ -110,8 +110,8 @@ def wait_for(fn, timeout: float) -> bool:
 
 def _packet(names: List[str], index: int) -> Any:
     from edgeseg.results import Results
-    from edgeseg.sinks import Packet
-    from edgeseg.sources import Frame
+    from edgeseg.live.sinks import Packet
+    from edgeseg.live.sources import Frame
 
     table = {"person": 0, "bus": 5}
     n = len(names)
@@ -123,7 +123,7 @@ def _packet(names: List[str], index: int) -> Any:
 
 
 def test_sink_messages_on_change_and_drops_while_down(tmp_path: Path) -> None:
-    from edgeseg.sinks import MqttSink
+    from edgeseg.live.sinks import MqttSink
 
     broker = Broker(tmp_path).start()
     sub = Subscriber(broker.port, "edgeseg/unit")
@@ -161,7 +161,7 @@ def test_sink_messages_on_change_and_drops_while_down(tmp_path: Path) -> None:
 
 def test_bad_urls() -> None:
     from edgeseg.errors import InputError
-    from edgeseg.sinks import parse_mqtt_url
+    from edgeseg.live.sinks import parse_mqtt_url
 
     assert parse_mqtt_url("mqtt://u:p%40ss@broker.local:1884/a/b") == {
         "host": "broker.local", "port": 1884, "topic": "a/b", "tls": False, "username": "u", "password": "p@ss"}

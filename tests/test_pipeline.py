@@ -14,9 +14,9 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")
 
-from edgeseg.pipeline import stream  # noqa: E402
-from edgeseg.sinks import JsonSink, Sink  # noqa: E402
-from edgeseg.sources import LiveSource  # noqa: E402
+from edgeseg.live.pipeline import stream  # noqa: E402
+from edgeseg.live.sinks import JsonSink, Sink  # noqa: E402
+from edgeseg.live.sources import LiveSource  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 MODEL = ASSETS / "models" / "yolov8n-seg-320-int8dyn.onnx"

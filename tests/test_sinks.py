@@ -16,9 +16,9 @@ cv2 = pytest.importorskip("cv2")
 
 from edgeseg.errors import BackendUnavailableError, InputError  # noqa: E402
 from edgeseg.results import Results  # noqa: E402
-from edgeseg.serve import PreviewServer, parse_bind  # noqa: E402
-from edgeseg.sinks import FramesSink, JsonSink, Packet, ShowSink, VideoSink, save_sink  # noqa: E402
-from edgeseg.sources import Frame, opencv_has  # noqa: E402
+from edgeseg.live.server import PreviewServer, parse_bind  # noqa: E402
+from edgeseg.live.sinks import FramesSink, JsonSink, Packet, ShowSink, VideoSink, save_sink  # noqa: E402
+from edgeseg.live.sources import Frame, opencv_has  # noqa: E402
 
 
 def packet(index: int, size=(120, 160), t: float = None, path: str = "cam", live: bool = False, fps=None) -> Packet:

@@ -13,7 +13,7 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 
 from edgeseg.errors import BackendUnavailableError, InputError, SourceError  # noqa: E402
-from edgeseg.sources import FileSource, LiveSource, classify, list_cameras, open_source, opencv_has  # noqa: E402
+from edgeseg.live.sources import FileSource, LiveSource, classify, list_cameras, open_source, opencv_has  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 BUS = ASSETS / "images" / "bus.jpg"
@@ -63,7 +63,7 @@ def test_folder_and_glob_sorted_and_bad_files_skipped(tmp_path: Path, caplog) ->
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
     (tmp_path / "readme.txt").write_text("ignored")
     make_video(tmp_path / "z.avi", 3)
-    with caplog.at_level(logging.WARNING, logger="edgeseg.sources"):
+    with caplog.at_level(logging.WARNING, logger="edgeseg.live.sources"):
         src = open_source(tmp_path)
         frames = list(src)
     assert [Path(f.path).name for f in frames] == ["a.jpg", "b.png", "c.bmp", "z.avi", "z.avi", "z.avi"]
@@ -169,7 +169,7 @@ def test_live_source_reconnects_with_backoff(caplog) -> None:
             raise SourceError("device busy")
         return Ticker(0.002, fail_after=5)
 
-    with caplog.at_level(logging.WARNING, logger="edgeseg.sources"):
+    with caplog.at_level(logging.WARNING, logger="edgeseg.live.sources"):
         src = LiveSource(open_fn, "flaky", backoff=(0.05, 1.0), reconnect_timeout=5.0)
         frames = []
         for f in src.frames():
@@ -202,7 +202,7 @@ def test_live_source_gives_up_after_reconnect_timeout() -> None:
 
 def test_live_mjpeg_over_http_with_ffmpeg() -> None:
     """A real MJPEG HTTP stream (the preview server) read through OpenCV's FFmpeg backend."""
-    from edgeseg.serve import PreviewServer
+    from edgeseg.live.server import PreviewServer
 
     server = PreviewServer("127.0.0.1", 0).start()
     stop = threading.Event()

@@ -131,7 +131,7 @@ def test_bad_labels_are_reported_with_file_and_line(tmp_path: Path, rt) -> None:
 
 
 def test_convert_coco_round_trip_and_identical_numbers(tmp_path: Path, rt) -> None:
-    from edgeseg.data import load_dataset, to_coco
+    from edgeseg.eval.datasets import load_dataset, to_coco
 
     require_assets(COCO8)
     ann = tmp_path / "instances_val.json"
@@ -179,8 +179,8 @@ def test_pt_checkpoint_validates_when_the_torch_backend_is_installed(tmp_path: P
         spec = None
     if spec is None:
         pytest.skip("edgeseg.converters.torch_backend is not there yet")
-    from edgeseg.data import load_dataset, to_coco
-    from edgeseg.validate import validate
+    from edgeseg.eval.datasets import load_dataset, to_coco
+    from edgeseg.eval.validate import validate
 
     preds = tmp_path / "pt.json"
     m = validate(PT, COCO8, imgsz=320, save_json=preds)

@@ -82,7 +82,7 @@ def gt() -> Dict[str, Any]:
 @pytest.fixture(scope="module")
 def onnx_run(tmp_path_factory) -> Tuple[Any, List[Dict[str, Any]]]:
     pytest.importorskip("onnxruntime", reason="needs the onnx extra")
-    from edgeseg.validate import validate
+    from edgeseg.eval.validate import validate
 
     out = tmp_path_factory.mktemp("val") / "onnx.json"
     m = validate(ONNX, DATA, imgsz=320, conf=0.001, iou=0.7, save_json=out)

@@ -12,7 +12,7 @@ from edgeseg.cli import main
 from edgeseg.errors import InputError
 from edgeseg.masks import Masks
 from edgeseg.results import Results
-from edgeseg.verify import THRESHOLDS, compare, list_images, match_detections
+from edgeseg.eval.verify import THRESHOLDS, compare, list_images, match_detections
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 MODELS = ASSETS / "models"

@@ -51,7 +51,7 @@ def bench(models: Tuple[Path, ...], models_dir: Optional[Path], backends: Option
       edgeseg bench --model yolov8n-seg.pt --convert --imgsz 320 --format json --out bench.json
       edgeseg bench --model yolov8n-seg.onnx --data coco128-seg.yaml
     """
-    from ..bench import BenchSettings, run_bench, to_json, to_markdown
+    from ..eval.bench import BenchSettings, run_bench, to_json, to_markdown
     from ..io import atomic_write
 
     if not models and models_dir is None:

@@ -20,7 +20,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _detect_text(detections: List[Any], facts: Any) -> str:
-    from ..profiles import convert_command, convert_gap
+    from ..tools.profiles import convert_command, convert_gap
 
     lines = [f"System: {facts.system} {facts.machine}"
              + (f", device-tree model {facts.device_tree_model!r}" if facts.device_tree_model else "")
@@ -69,7 +69,7 @@ def boards(ctx: click.Context, do_detect: bool, as_json: bool, root: Optional[Pa
     """
     if ctx.invoked_subcommand is not None:
         return
-    from ..profiles import detect_all, gather_facts, load_profiles
+    from ..tools.profiles import detect_all, gather_facts, load_profiles
 
     profiles = load_profiles()
     if do_detect or root is not None or system is not None or machine is not None:
@@ -107,7 +107,7 @@ def show(name: str, as_json: bool) -> None:
     """
     import yaml
 
-    from ..profiles import get_profile
+    from ..tools.profiles import get_profile
 
     data: Dict[str, Any] = get_profile(name).to_dict()
     if as_json:

@@ -59,7 +59,7 @@ def convert(model: Path, fmt: Optional[str], board: Optional[str], imgsz: Option
 
     hw = parse_imgsz(imgsz)
     if board is not None:
-        from ..profiles import convert_options, get_profile
+        from ..tools.profiles import convert_options, get_profile
 
         opts = convert_options(get_profile(board), {"to": fmt, "imgsz": hw, "half": half})
         fmt, hw, half = opts["to"], opts["imgsz"], opts["half"]

@@ -46,7 +46,7 @@ def convert_coco_cmd(annotations: Path, images: Optional[Path], out: Path, split
       edgeseg data convert-coco annotations/instances_val2017.json --images val2017/ --out coco-val-yolo/
       edgeseg val -m yolov8n-seg.onnx -d coco-val-yolo/val2017.yaml
     """
-    from ..data import convert_coco
+    from ..eval.datasets import convert_coco
 
     report = convert_coco(annotations, images, out, split=split, overwrite=overwrite, copy_images=not no_images,
                           progress=True)
@@ -74,7 +74,7 @@ def check(dataset: Path, split: str, images: Optional[Path]) -> None:
     Example:
       edgeseg data check coco128-seg.yaml --split train
     """
-    from ..data import load_dataset
+    from ..eval.datasets import load_dataset
 
     ds = load_dataset(dataset, split=split, images=images)
     for issue in ds.issues:
@@ -103,7 +103,7 @@ def export_coco(dataset: Path, split: str, out: Path) -> None:
     """
     import json
 
-    from ..data import load_dataset, to_coco
+    from ..eval.datasets import load_dataset, to_coco
     from ..io import atomic_write
 
     ds = load_dataset(dataset, split=split)

@@ -24,7 +24,7 @@ def doctor(as_json: bool, root: Optional[Path]) -> None:
       edgeseg doctor
       edgeseg doctor --json > doctor.json
     """
-    from ..doctor import collect, format_report
+    from ..tools.doctor import collect, format_report
 
     report = collect(root if root is not None else "/")
     click.echo(json.dumps(report, indent=2, default=str) if as_json else format_report(report))

@@ -50,7 +50,7 @@ def _board(board: Optional[str], explicit: Dict[str, Any], model: Path) -> Dict[
     if not board:
         return {k: v for k, v in explicit.items() if v is not None}
     from ..errors import InputError
-    from ..profiles import apply_profile, detect, get_profile
+    from ..tools.profiles import apply_profile, detect, get_profile
 
     if board == "auto":
         found = detect()
@@ -130,10 +130,10 @@ def run(**kw: Any) -> None:
       edgeseg run -m n-seg.onnx --board auto --camera 0 --serve 0.0.0.0:8080 --token SECRET
     """
     from ..errors import InputError
-    from ..pipeline import stream
+    from ..live.pipeline import stream
     from ..runtime import Runtime
-    from ..sinks import MASK_FORMATS, JsonSink, MqttSink, ServeSink, ShowSink, save_sink
-    from ..sources import open_source
+    from ..live.sinks import MASK_FORMATS, JsonSink, MqttSink, ServeSink, ShowSink, save_sink
+    from ..live.sources import open_source
 
     _setup_logging(kw.pop("verbose"))
     quiet = kw.pop("quiet")
@@ -150,7 +150,7 @@ def run(**kw: Any) -> None:
         cam_applied = applied.get("camera", {})
         if camera is None and source is None and cam_applied.get("source") is not None:
             camera = str(cam_applied["source"])
-            from ..sources import picamera_available
+            from ..live.sources import picamera_available
 
             if cam_applied.get("picamera2") and picamera_available():
                 camera = "picamera"  # the board's camera module, through libcamera

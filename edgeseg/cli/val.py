@@ -51,7 +51,7 @@ def val(model: Path, data: Path, split: str, images: Optional[Path], imgsz: Any,
       edgeseg val -m yolov8n-seg.onnx -d coco128-seg.yaml --imgsz 320 --save-json preds.json
       edgeseg val -m best.onnx -d annotations/instances_val2017.json --images val2017/
     """
-    from ..validate import validate
+    from ..eval.validate import validate
 
     logging.getLogger("edgeseg.val").setLevel(logging.ERROR)  # issues are printed below instead
     metrics = validate(model, data, imgsz=parse_imgsz(imgsz), conf=conf, iou=iou, max_det=max_det, batch=batch,

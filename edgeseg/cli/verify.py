@@ -45,7 +45,7 @@ def verify(reference: Path, candidate: Path, images: Tuple[Path, ...], conf: flo
       edgeseg verify yolov8n-seg.pt yolov8n-seg.onnx --images photos/
       edgeseg verify yolov8n-seg.pt yolov8n-seg_openvino_model --images bus.jpg --images zidane.jpg
     """
-    from ..verify import verify as run_verify
+    from ..eval.verify import verify as run_verify
 
     report = run_verify(reference, candidate, list(images), conf=conf, iou=iou, imgsz=parse_imgsz(imgsz),
                         precision=precision, reference_backend=reference_backend,

@@ -5,7 +5,7 @@
 escape. Sections:
 
 - ``python``/``os``: interpreter, OS and architecture; ``edgeseg``: version and install path
-- ``board``: the detected board profile and the facts that matched (:mod:`edgeseg.profiles`)
+- ``board``: the detected board profile and the facts that matched (:mod:`edgeseg.tools.profiles`)
 - ``backends``: every backend, whether it is available, its vendor version, or why it is missing
 - ``delegates``: the Edge TPU library for this OS (:data:`EDGETPU_LIBRARY`) and whether it loads,
   Coral USB devices present, ONNX Runtime execution providers, OpenVINO devices, ncnn Vulkan GPUs
@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
-from .backend import module_available
+from ..backend import module_available
 
 __all__ = ["collect", "format_report", "EDGETPU_LIBRARY", "CORAL_USB_IDS", "opencv_build_facts", "list_cameras"]
 
@@ -88,7 +88,7 @@ def _os(system: str, machine: str) -> Dict[str, Any]:
 
 
 def _edgeseg() -> Dict[str, Any]:
-    from . import __version__
+    from .. import __version__
 
     return {"version": __version__, "path": str(Path(__file__).resolve().parent)}
 
@@ -106,7 +106,7 @@ def _board(root: Path, system: Optional[str], machine: Optional[str]) -> Dict[st
 
 
 def _backends() -> List[Dict[str, Any]]:
-    from .backend import backend_status
+    from ..backend import backend_status
 
     return [{"name": s.name, "format": s.format, "available": s.available, "version": s.version,
              "reason": s.reason, "extra": s.extra, "suffixes": list(s.suffixes)}

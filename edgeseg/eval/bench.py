@@ -1,6 +1,6 @@
 """``edgeseg bench``: latency per stage, FPS, size, peak memory and mask mAP per model file and backend.
 
-    >>> from edgeseg.bench import BenchSettings, run_bench, to_markdown
+    >>> from edgeseg.eval.bench import BenchSettings, run_bench, to_markdown
     >>> report = run_bench(["yolov8n-seg.onnx"], BenchSettings(runs=20))
     >>> print(to_markdown(report))
 
@@ -17,7 +17,7 @@ milliseconds: ``preprocess`` (letterbox, normalise), ``inference`` (the backend 
 ``postprocess`` (decode, NMS, masks) and ``total``; medians and 90th percentiles over ``runs``
 timed calls after ``warmup`` untimed ones. ``fps`` is ``1000 / median total`` (sequential; the
 live pipeline overlaps stages). With ``data`` the model is also validated (mask mAP50-95 and
-mAP50, box mAP50-95) through :mod:`edgeseg.validate` when that module is present.
+mAP50, box mAP50-95) through :mod:`edgeseg.eval.validate` when that module is present.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import EdgesegError, InputError
+from ..errors import EdgesegError, InputError
 
 __all__ = ["BenchSettings", "BenchJob", "BenchResult", "BenchReport", "discover", "run_bench", "run_job",
            "to_markdown", "to_json", "EXPORT_FOR_BACKEND", "STAGES"]
@@ -124,7 +124,7 @@ class BenchReport:
 
 def _model_entries(folder: Path) -> List[Path]:
     """Model files and export folders inside ``folder`` (one level)."""
-    from .backend import backend_classes
+    from ..backend import backend_classes
 
     classes = list(backend_classes().values())
     out = []
@@ -143,7 +143,7 @@ def discover(models: Sequence[str], models_dir: Optional[str], settings: BenchSe
     """The jobs to run and the results already known to be skipped (with their reasons).
 
     With ``settings.convert``, checkpoints are exported into ``workdir`` (one export per format)."""
-    from .backend import backend_classes
+    from ..backend import backend_classes
 
     classes = backend_classes()
     wanted = settings.backends
@@ -249,7 +249,7 @@ def _convert_jobs(pt: Path, settings: BenchSettings, classes: Dict[str, Any],
 
 def _image(settings: BenchSettings) -> np.ndarray:
     if settings.image:
-        from .io import read_image
+        from ..io import read_image
 
         return read_image(settings.image)
     # synthetic, deterministic: smooth gradients plus noise (no detections expected)
@@ -326,14 +326,14 @@ def _size(path: Path) -> int:
 
 
 def _validate(rt: Any, data: str) -> Tuple[Optional[Dict[str, float]], Optional[str]]:
-    """Box and mask mAP through :func:`edgeseg.validate.validate` when that module exists:
+    """Box and mask mAP through :func:`edgeseg.eval.validate.validate` when that module exists:
     (flat metrics such as ``seg/mAP50-95``, a note when skipped)."""
     import importlib
 
     try:
-        mod = importlib.import_module("edgeseg.validate")
+        mod = importlib.import_module("edgeseg.eval.validate")
     except ImportError as exc:
-        return None, f"mAP skipped: edgeseg.validate is not available ({exc})"
+        return None, f"mAP skipped: edgeseg.eval.validate is not available ({exc})"
     res = mod.validate(rt, data)
     flat = {k: float(v) for k, v in dict(res.results_dict).items()
             if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)}
@@ -342,7 +342,7 @@ def _validate(rt: Any, data: str) -> Tuple[Optional[Dict[str, float]], Optional[
 
 def run_job(job: BenchJob, settings: BenchSettings) -> BenchResult:
     """Time one job in this process (see :func:`run_bench` for isolation)."""
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
     res = BenchResult(job.model, job.backend, job.format, job.origin)
     path = Path(job.model)
@@ -389,7 +389,7 @@ def _run_isolated(job: BenchJob, settings: BenchSettings, timeout: float) -> Ben
         out = Path(tmp) / "result.json"
         payload = json.dumps({"job": asdict(job), "settings": asdict(settings), "out": str(out)})
         try:
-            proc = subprocess.run([sys.executable, "-m", "edgeseg.bench"], input=payload, capture_output=True,
+            proc = subprocess.run([sys.executable, "-m", "edgeseg.eval.bench"], input=payload, capture_output=True,
                                   text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return BenchResult(job.model, job.backend, job.format, job.origin, status="failed",
@@ -402,7 +402,7 @@ def _run_isolated(job: BenchJob, settings: BenchSettings, timeout: float) -> Ben
 
 
 def _worker() -> int:
-    """``python -m edgeseg.bench``: read one job from stdin, write its result to the given file."""
+    """``python -m edgeseg.eval.bench``: read one job from stdin, write its result to the given file."""
     msg = json.loads(sys.stdin.read())
     job, settings = BenchJob(**msg["job"]), BenchSettings(**msg["settings"])
     try:
@@ -420,13 +420,13 @@ def _system() -> Dict[str, Any]:
     info: Dict[str, Any] = {"python": platform.python_version(), "os": f"{platform.system()} {platform.machine()}",
                             "cpu_count": os.cpu_count()}
     try:
-        from .profiles import detect
+        from ..tools.profiles import detect
 
         found = detect()
         info["board"] = found.profile.name if found else None
     except EdgesegError as exc:
         info["board"] = f"unknown ({exc})"
-    from . import __version__
+    from .. import __version__
 
     info["edgeseg"] = __version__
     return info

@@ -5,8 +5,8 @@ from typing import Any, Dict
 
 import numpy as np
 
-from ..errors import DatasetError
-from ..masks import rle_from_string, rle_strings  # noqa: F401  (rle_strings: re-exported)
+from ...errors import DatasetError
+from ...masks import rle_from_string, rle_strings  # noqa: F401  (rle_strings: re-exported)
 from .polygon import CropMask
 
 __all__ = ["rle_to_crop", "rle_counts", "rle_strings"]

@@ -35,12 +35,12 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .sources import Frame, Source, open_source
 
 __all__ = ["stream", "Stream", "runtime_stages"]
 
-log = logging.getLogger("edgeseg.pipeline")
+log = logging.getLogger("edgeseg.live.pipeline")
 
 _END = object()
 _POLL = 0.05  # seconds: how often blocked stages look at the stop/abort flags
@@ -83,10 +83,10 @@ def stream(runtime: Any, source: Any, *, sinks: Sequence[Any] = (), max_frames: 
     """Run ``runtime`` on every frame of ``source``; iterate the result to get one
     :class:`~edgeseg.results.Results` per frame, in capture order.
 
-    - ``source``: anything :func:`edgeseg.sources.open_source` takes (camera index, file, folder,
-      glob, URL, GStreamer pipeline, ``"picamera"``) or an open :class:`~edgeseg.sources.Source`;
+    - ``source``: anything :func:`edgeseg.live.sources.open_source` takes (camera index, file, folder,
+      glob, URL, GStreamer pipeline, ``"picamera"``) or an open :class:`~edgeseg.live.sources.Source`;
       ``source_options`` (``width``, ``height``, ``fps``, ``live``, ``reconnect_timeout``...) go to it.
-    - ``sinks``: objects with ``write(packet)`` and ``close()`` (see :mod:`edgeseg.sinks`), fed in order
+    - ``sinks``: objects with ``write(packet)`` and ``close()`` (see :mod:`edgeseg.live.sinks`), fed in order
       in their own thread before each result is handed to you.
     - ``max_frames``: stop after this many frames.
     - ``pipelined=False`` runs every stage in the calling thread, one frame at a time (the reference

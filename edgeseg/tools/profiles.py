@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = [
     "BoardProfile",
@@ -468,7 +468,7 @@ def _available_backend_for(profile: BoardProfile, model: Optional[Union[str, Pat
     """The first of the profile's backends that is installed and opens ``model``."""
     if model is None:
         return None
-    from .backend import backend_classes
+    from ..backend import backend_classes
 
     classes = backend_classes()
     path = Path(model)

@@ -8,7 +8,7 @@
 The model runs through the normal :class:`~edgeseg.runtime.Runtime` (same letterbox, NMS and
 mask decoding users get); each image's detections are matched against its labels at once
 (per-box mask crops against ground-truth masks rasterized the COCO way), so memory stays flat.
-The numbers equal pycocotools' on the same predictions (see :mod:`edgeseg.metrics`);
+The numbers equal pycocotools' on the same predictions (see :mod:`edgeseg.eval.metrics`);
 ``save_json`` writes those predictions as COCO results with compressed RLE masks.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .data import Dataset, ImageLabels, LabelIssue, load_dataset
-from .errors import DatasetError, ImageReadError, InputError
+from .datasets import Dataset, ImageLabels, LabelIssue, load_dataset
+from ..errors import DatasetError, ImageReadError, InputError
 from .metrics import APMetrics, COCOEvaluator
 
 __all__ = ["validate", "ValMetrics"]
@@ -40,7 +40,7 @@ COCO_MAX_DETS = 100
 class ValMetrics:
     """What :func:`validate` measured.
 
-    - ``box``, ``seg``: :class:`~edgeseg.metrics.APMetrics` (``map``, ``map50``, ``map75``, ``maps``
+    - ``box``, ``seg``: :class:`~edgeseg.eval.metrics.APMetrics` (``map``, ``map50``, ``map75``, ``maps``
       per class, ...); ``seg`` is None for detection models
     - ``speed``: mean milliseconds per image: ``preprocess``, ``inference``, ``postprocess`` (the
       Runtime's stages), ``metrics`` (label rasterization and matching), ``total`` (wall time)
@@ -155,7 +155,7 @@ def _val_runtime(runtime: Any, imgsz: Any, conf: float, iou: float, max_det: int
     so the caller's object keeps its own settings and the model is not loaded twice; closing the
     view leaves the caller's model open.
     """
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
     if isinstance(runtime, Runtime):
         size = imgsz if imgsz is not None else runtime.imgsz
@@ -289,7 +289,7 @@ def _run(rt: Any, ds: Dataset, batch: int, save_json: Optional[Union[str, Path]]
     work around inference hides behind it."""
     from tqdm import tqdm
 
-    from .io import read_image
+    from ..io import read_image
 
     nc = len(ds.names)
     warnings: List[str] = []
@@ -346,7 +346,7 @@ def _run(rt: Any, ds: Dataset, batch: int, save_json: Optional[Union[str, Path]]
     computed = evaluator.compute()
     json_path = None
     if save_json is not None:
-        from .io import atomic_write
+        from ..io import atomic_write
 
         json_path = Path(save_json)
         with atomic_write(json_path) as tmp:
@@ -365,7 +365,7 @@ def _run(rt: Any, ds: Dataset, batch: int, save_json: Optional[Union[str, Path]]
 
 def _coco_results(res: Any, image_id: int, ds: Dataset, keep: np.ndarray, xywh: np.ndarray) -> List[Dict[str, Any]]:
     """COCO result entries of one image (full-precision floats, so tools see the same numbers)."""
-    from .masks import rle_strings
+    from ..masks import rle_strings
 
     h, w = res.orig_shape
     rles = rle_strings(res.masks.crops, res.masks.offsets, h, w) if res.masks is not None else None

@@ -17,7 +17,7 @@ GStreamer pipeline                         ``v4l2src ! ... ! appsink``      Open
 *Live* sources are read by a grabber thread that keeps only the newest frame: a slow consumer skips
 frames instead of falling behind, so latency never grows (frame indices then have gaps; the source's
 :attr:`~Source.stats` counts the dropped frames). A live source that stops delivering reconnects with
-exponential backoff and logs each attempt on the ``edgeseg.sources`` logger (stderr by default).
+exponential backoff and logs each attempt on the ``edgeseg.live.sources`` logger (stderr by default).
 """
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from .errors import BackendUnavailableError, EdgesegError, ImageReadError, InputError, SourceError
-from .io import IMAGE_SUFFIXES, read_image, to_bgr
+from ..errors import BackendUnavailableError, EdgesegError, ImageReadError, InputError, SourceError
+from ..io import IMAGE_SUFFIXES, read_image, to_bgr
 
 __all__ = [
     "Frame",
@@ -50,7 +50,7 @@ __all__ = [
     "classify",
 ]
 
-log = logging.getLogger("edgeseg.sources")
+log = logging.getLogger("edgeseg.live.sources")
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
 _PICAMERA = re.compile(r"^(picamera2?|picam|libcamera)(?::(\d+))?$", re.I)
@@ -615,7 +615,7 @@ def open_source(spec: Union[str, int, Path, Source], *, width: Optional[int] = N
 
 
 def _video_suffixes() -> Tuple[str, ...]:
-    from .io import VIDEO_SUFFIXES
+    from ..io import VIDEO_SUFFIXES
 
     return VIDEO_SUFFIXES + (".gif",)
 

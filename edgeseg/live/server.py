@@ -25,11 +25,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["PreviewServer", "parse_bind", "PAGE"]
 
-log = logging.getLogger("edgeseg.serve")
+log = logging.getLogger("edgeseg.live.server")
 
 _BOUNDARY = "edgesegframe"
 

@@ -33,10 +33,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import InputError
-from .io import IMAGE_SUFFIXES, read_image
-from .masks import Masks
-from .results import Results
+from ..errors import InputError
+from ..io import IMAGE_SUFFIXES, read_image
+from ..masks import Masks
+from ..results import Results
 
 __all__ = ["Thresholds", "THRESHOLDS", "ImageReport", "VerifyReport", "verify", "match_detections", "list_images"]
 
@@ -279,8 +279,8 @@ def verify(
     ``precision`` (``fp32``/``fp16``/``int8``) picks the thresholds; default from the candidate's
     ``quantization`` metadata. ``imgsz`` applies to dynamic-shape models (default: the model's).
     """
-    from .preprocess import is_nhwc
-    from .runtime import Runtime
+    from ..preprocess import is_nhwc
+    from ..runtime import Runtime
 
     if precision is not None and precision not in THRESHOLDS:
         raise InputError(f"precision must be one of {', '.join(THRESHOLDS)}, got {precision!r}")

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ..errors import DatasetError
+from ...errors import DatasetError
 from .dataset import Dataset, ImageLabels, LabelIssue
 
 __all__ = ["load_coco", "convert_coco", "merge_polygons", "to_coco", "ConvertReport"]
@@ -201,7 +201,7 @@ def convert_coco(path: Union[str, Path], images: Optional[Union[str, Path]], out
     """
     import yaml
 
-    from ..io import atomic_dir
+    from ...io import atomic_dir
 
     json_path = Path(path)
     ds = load_coco(json_path, images)
@@ -260,12 +260,12 @@ def convert_coco(path: Union[str, Path], images: Optional[Union[str, Path]], out
 
 def to_coco(ds: Dataset, progress: bool = False) -> Dict[str, Any]:
     """A COCO instances dict of a dataset's ground truth, to score ``--save-json`` results with
-    other tools: image ids as :func:`edgeseg.validate.validate` writes them, category ids = class
+    other tools: image ids as :func:`edgeseg.eval.validate.validate` writes them, category ids = class
     indices (COCO JSON datasets keep theirs), polygons in pixels, ``bbox`` the polygon bounds,
     ``area`` the mask area (COCO's rasterization). Images are read for their size when the
     labels do not state it.
     """
-    from ..io import read_image
+    from ...io import read_image
 
     images, anns = [], []
     items = ds.items

@@ -11,7 +11,7 @@ sink                CLI                        writes
 :class:`VideoSink`  ``--save out.mp4``         annotated video (temp file renamed into place on close)
 :class:`FramesSink` ``--save DIR``             one annotated JPEG per frame (each written atomically)
 :class:`JsonSink`   ``--json FILE|-``          one JSON line per frame (:meth:`Packet.record`)
-:class:`ServeSink`  ``--serve [HOST:]PORT``    MJPEG + stats page (:mod:`edgeseg.serve`)
+:class:`ServeSink`  ``--serve [HOST:]PORT``    MJPEG + stats page (:mod:`edgeseg.live.server`)
 :class:`MqttSink`   ``--mqtt mqtt://H:P/T``    one JSON message per frame, or per change of detections
 :class:`ShowSink`   ``--show``                 an OpenCV window (needs OpenCV with GUI support)
 ==================  =========================  ==========================================================
@@ -30,8 +30,8 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
-from .errors import BackendUnavailableError, InputError
-from .io import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from ..errors import BackendUnavailableError, InputError
+from ..io import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 __all__ = [
     "Packet",
@@ -47,7 +47,7 @@ __all__ = [
     "MASK_FORMATS",
 ]
 
-log = logging.getLogger("edgeseg.sinks")
+log = logging.getLogger("edgeseg.live.sinks")
 
 #: ``--masks`` choices -> ``Results.to_dict(masks=...)``
 MASK_FORMATS: Dict[str, Optional[str]] = {"polygon": "polygon", "rle": "rle", "none": None}
@@ -56,7 +56,7 @@ MASK_FORMATS: Dict[str, Optional[str]] = {"polygon": "polygon", "rle": "rle", "n
 class Packet:
     """One processed frame handed to the sinks.
 
-    - ``frame``: the :class:`~edgeseg.sources.Frame` (BGR image, capture index, monotonic timestamp)
+    - ``frame``: the :class:`~edgeseg.live.sources.Frame` (BGR image, capture index, monotonic timestamp)
     - ``result``: its :class:`~edgeseg.results.Results` (``speed`` includes ``frame_age`` and stage ms)
     - ``fps``: the source's nominal frame rate (None when unknown); ``live``: whether frames may be skipped
     """
@@ -297,11 +297,11 @@ class JsonSink(Sink):
 # -- live outputs -----------------------------------------------------------------------------------
 
 class ServeSink(Sink):
-    """Publishes each annotated frame (JPEG) and the stats to a :class:`~edgeseg.serve.PreviewServer`."""
+    """Publishes each annotated frame (JPEG) and the stats to a :class:`~edgeseg.live.server.PreviewServer`."""
 
     def __init__(self, bind: str = "8080", token: Optional[str] = None, quality: int = 80,
                  max_width: Optional[int] = 1280, source_name: str = "") -> None:
-        from .serve import PreviewServer, parse_bind
+        from .server import PreviewServer, parse_bind
 
         host, port = parse_bind(bind)
         self.server = PreviewServer(host, port, token=token, source_name=source_name)

@@ -36,7 +36,7 @@ class Targets:
 
     - ``class_ids``: (G,) int64 contiguous class index (0..nc-1)
     - ``boxes``: (G, 4) float64 ``[x, y, w, h]`` (COCO box convention)
-    - ``masks``: list of G :data:`~edgeseg.data.polygon.CropMask` (bool crop, x0, y0)
+    - ``masks``: list of G :data:`~edgeseg.eval.datasets.polygon.CropMask` (bool crop, x0, y0)
     - ``areas``: (G,) float64 area used for COCO's area ranges
     - ``iscrowd``: (G,) bool
     """

@@ -1,6 +1,6 @@
 """Datasets for validation: the YOLO segmentation format and COCO instance JSON (numpy + OpenCV).
 
-    >>> from edgeseg.data import load_dataset
+    >>> from edgeseg.eval.datasets import load_dataset
     >>> ds = load_dataset("coco128-seg.yaml", split="val")     # or "instances_val2017.json"
     >>> len(ds), ds.names[0], [str(i) for i in ds.issues]      # skipped labels as file:line: reason
     >>> t = ds[0].targets(h, w)   # pixel boxes [x, y, w, h], crop masks rasterized the COCO way
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
-from ..errors import DatasetError
+from ...errors import DatasetError
 from .coco import convert_coco, load_coco, merge_polygons, to_coco
 from .dataset import Dataset, ImageLabels, LabelIssue, Targets
 from .polygon import CropMask, polygon_mask, polygons_mask

@@ -10,7 +10,7 @@ Dataset YAML::
 Labels live beside the images with ``images`` replaced by ``labels`` in the path and a ``.txt``
 suffix; one object per line: ``class x1 y1 x2 y2 ...`` with polygon corners normalized to 0-1
 (a line with exactly four numbers is a box ``class cx cy w h``). Malformed lines are reported as
-:class:`~edgeseg.data.dataset.LabelIssue` (``file:line: reason``), counted and skipped.
+:class:`~edgeseg.eval.datasets.dataset.LabelIssue` (``file:line: reason``), counted and skipped.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import DatasetError
-from ..io import IMAGE_SUFFIXES
+from ...errors import DatasetError
+from ...io import IMAGE_SUFFIXES
 from .dataset import Dataset, ImageLabels, LabelIssue
 
 __all__ = ["load_yolo", "parse_label_file", "label_path", "image_ids", "read_dataset_yaml"]

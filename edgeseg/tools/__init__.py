@@ -1,0 +1,1 @@
+"""Device tooling: board profiles (data in ``edgeseg.boards``) and ``doctor``."""

@@ -16,10 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 import math
 from math import gcd
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
+from .backend import TensorSpec, dequantize
 from .masks import Masks
 from .preprocess import Letterbox
 
@@ -73,6 +74,8 @@ def _letterbox_axes(frame_hw: Tuple[int, int], orig_hw: Tuple[int, int]) -> Tupl
     padw, padh = (fw - W * gain) / 2, (fh - H * gain) / 2
     top, left = int(round(padh - 0.1)), int(round(padw - 0.1))
     bottom, right = fh - int(round(padh + 0.1)), fw - int(round(padw + 0.1))
+    # a very thin source keeps at least one row / column of the frame
+    bottom, right = max(bottom, min(top + 1, fh)), max(right, min(left + 1, fw))
     return Axis(right - left, W, left), Axis(bottom - top, H, top)
 
 
@@ -121,12 +124,17 @@ def _crop_pixels(b0: float, b1: float, lo: int, hi: int) -> Tuple[int, int]:
     return max(math.ceil(b0), lo), min(math.ceil(b1) - 1, hi)
 
 
-def _logits(protos: np.ndarray, nhwc: bool, coef: np.ndarray, win: Window) -> np.ndarray:
-    """coef @ protos over an inclusive proto window -> (h, w) float32."""
+def _logits(protos: np.ndarray, nhwc: bool, coef: np.ndarray, win: Window,
+            spec: Optional[TensorSpec] = None) -> np.ndarray:
+    """coef @ protos over an inclusive proto window -> (h, w) float32 (int8 protos are
+    dequantized inside the window only, to the same values a whole-tensor dequantize gives)."""
     x0, x1, y0, y1 = win
     if nhwc:
-        return protos[y0: y1 + 1, x0: x1 + 1, :] @ coef
+        w = protos[y0: y1 + 1, x0: x1 + 1, :]
+        return (dequantize(w, spec) if spec is not None else w) @ coef
     w = protos[:, y0: y1 + 1, x0: x1 + 1]
+    if spec is not None:
+        w = dequantize(w, spec)
     nm, h, ww = w.shape
     return (coef @ w.reshape(nm, h * ww)).reshape(h, ww)
 
@@ -143,7 +151,8 @@ def _pasted(binary: np.ndarray, region: Window, win: Window) -> np.ndarray:
 
 
 def process_masks(protos: np.ndarray, nhwc: bool, coefs: np.ndarray, input_boxes: np.ndarray,
-                  src_boxes: np.ndarray, lb: Letterbox, retina: bool = False) -> Masks:
+                  src_boxes: np.ndarray, lb: Letterbox, retina: bool = False,
+                  spec: Optional[TensorSpec] = None) -> Masks:
     """Masks of K detections at source resolution, each kept as a crop around its box.
 
     ``protos``: (nm, mh, mw) or NHWC (mh, mw, nm) float32; ``coefs``: (K, nm) float32;
@@ -172,7 +181,7 @@ def process_masks(protos: np.ndarray, nhwc: bool, coefs: np.ndarray, input_boxes
                 continue
             region = (x0, x1, y0, y1)
             win, finish = to_src.plan(region)
-            crops.append(to_src.apply(_logits(protos, nhwc, coefs[k], win), region, win, finish) > 0)
+            crops.append(to_src.apply(_logits(protos, nhwc, coefs[k], win, spec), region, win, finish) > 0)
             offsets.append((x0, y0))
         return Masks(crops, np.array(offsets, np.int32).reshape(-1, 2), (H, W), validate=False)
 
@@ -189,7 +198,7 @@ def process_masks(protos: np.ndarray, nhwc: bool, coefs: np.ndarray, input_boxes
             continue
         region = (x0, x1, y0, y1)
         win, finish = up.plan(region)
-        binary = up.apply(_logits(protos, nhwc, coefs[k], win), region, win, finish) > 0
+        binary = up.apply(_logits(protos, nhwc, coefs[k], win, spec), region, win, finish) > 0
         (dx0, dx1), (dy0, dy1) = sx.reach(x0, x1), sy.reach(y0, y1)
         dst = (dx0, dx1, dy0, dy1)
         win2, finish2 = down.plan(dst)

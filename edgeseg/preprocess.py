@@ -31,12 +31,13 @@ class Letterbox:
     def to_source(self, boxes_xyxy: np.ndarray) -> np.ndarray:
         """Input-pixel xyxy boxes to source pixels, clipped to the image (in place, returned)."""
         b = boxes_xyxy
-        b[:, [0, 2]] -= self.pad[0]
-        b[:, [1, 3]] -= self.pad[1]
+        xs, ys = b[:, 0::2], b[:, 1::2]  # slices are views: in-place work reaches ``b``
+        xs -= self.pad[0]
+        ys -= self.pad[1]
         b /= self.gain
         h, w = self.orig_shape
-        np.clip(b[:, [0, 2]], 0, w, out=b[:, [0, 2]])
-        np.clip(b[:, [1, 3]], 0, h, out=b[:, [1, 3]])
+        np.clip(xs, 0, w, out=xs)
+        np.clip(ys, 0, h, out=ys)
         return b
 
 
@@ -45,10 +46,13 @@ def letterbox_geometry(orig_shape: Tuple[int, int], new_shape: Tuple[int, int], 
     """Ultralytics' LetterBox arithmetic: scale to fit, pad evenly (``auto``: pad only to a
     multiple of ``stride``, giving a rectangular input)."""
     h, w = orig_shape
+    if h < 1 or w < 1:
+        raise InputError(f"expected an image of at least 1x1 pixels, found {w}x{h}")
     r = min(new_shape[0] / h, new_shape[1] / w)
     if not scaleup:
         r = min(r, 1.0)
-    new_w, new_h = int(round(w * r)), int(round(h * r))
+    # a very thin image (1 x 5000) keeps at least one pixel across
+    new_w, new_h = max(int(round(w * r)), 1), max(int(round(h * r)), 1)
     dw, dh = new_shape[1] - new_w, new_shape[0] - new_h
     if auto:
         dw, dh = dw % stride, dh % stride

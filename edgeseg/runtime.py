@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import threading
 import time
@@ -10,16 +11,18 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
-from .backend import Backend, TensorSpec, dequantize, select_backend
+from .backend import Backend, TensorSpec, select_backend
 from .errors import InputError, LayoutError, ModelLoadError
 from .io import load_names, read_image, to_bgr
 from .layout import OutputLayout, resolve_layout
 from .metadata import ModelMeta, parse_metadata, read_sidecar
-from .postprocess import Decoder
+from .postprocess import Decoder, score_resolution_warning
 from .preprocess import Letterbox, Preprocessor, is_nhwc
 from .results import Results
 
 __all__ = ["Runtime"]
+
+log = logging.getLogger("edgeseg.runtime")
 
 Source = Union[str, "os.PathLike[str]", np.ndarray]
 DEFAULT_IMGSZ = 640
@@ -41,7 +44,9 @@ class Runtime:
         backend: ``"auto"`` or a backend name (``onnxruntime``, ``litert``, ``openvino``, ...).
         threads: inference threads. retina_masks: masks cropped at full source resolution.
         names: class names overriding the model's (dict, list, or a YAML / text file).
-        agnostic_nms: NMS across classes. nms: ``"opencv"`` (``cv2.dnn.NMSBoxesBatched``, the default:
+        agnostic_nms: NMS across classes. multi_label: a box is reported once for every class whose
+            score passes ``conf`` (COCO-style evaluation, what ``val`` uses) instead of once for its
+            best class (the default, as Ultralytics' predict). nms: ``"opencv"`` (``cv2.dnn.NMSBoxesBatched``, the default:
             same boxes kept, several times faster on thousands of candidates) or ``"numpy"``.
         **backend_options: passed to the backend (e.g. ``providers=`` for ONNX Runtime,
             ``delegate=``/``device=`` for LiteRT, ``device=``/``performance=`` for OpenVINO).
@@ -65,6 +70,7 @@ class Runtime:
         names: Any = None,
         agnostic_nms: bool = False,
         nms: str = "opencv",
+        multi_label: bool = False,
         **backend_options: Any,
     ) -> None:
         classes = _check_options(conf, iou, max_det, classes, nms)
@@ -79,13 +85,13 @@ class Runtime:
         self._owns_backend = True
         self._lock = threading.Lock()
         try:
-            self._setup(conf, iou, max_det, classes, imgsz, retina_masks, names, agnostic_nms, nms)
+            self._setup(conf, iou, max_det, classes, imgsz, retina_masks, names, agnostic_nms, nms, bool(multi_label))
         except BaseException:
             self.close()
             raise
 
     def _setup(self, conf: float, iou: float, max_det: int, classes: Optional[List[int]], imgsz: Any,
-               retina_masks: bool, names: Any, agnostic: bool, nms: str) -> None:
+               retina_masks: bool, names: Any, agnostic: bool, nms: str, multi_label: bool = False) -> None:
         raw = dict(read_sidecar(self.path)) if self.path.suffix.lower() not in (".onnx", ".tflite") else {}
         source = "metadata.yaml" if raw else "none"
         if self.backend.metadata:
@@ -121,10 +127,14 @@ class Runtime:
         self._pre = Preprocessor(self.input_spec, self.imgsz, self.meta.stride, rect=rect)
         self._out_specs = {s.name: s for s in self.backend.outputs}
         self._decoder_args = dict(conf=conf, iou=iou, max_det=max_det, classes=classes, retina_masks=retina_masks,
-                                  agnostic=agnostic, nms_impl=nms)
+                                  agnostic=agnostic, nms_impl=nms, multi_label=multi_label, specs=self._out_specs)
+        #: problems found in the model itself (e.g. collapsed int8 scores), each logged once on first use
+        self.warnings: List[str] = []
+        self._warned = False
         self._decoder: Optional[Decoder] = None
         self._options = dict(conf=conf, iou=iou, max_det=max_det, classes=classes, imgsz=imgsz,
-                             retina_masks=retina_masks, names=names, agnostic_nms=agnostic, nms=nms)
+                             retina_masks=retina_masks, names=names, agnostic_nms=agnostic, nms=nms,
+                             multi_label=multi_label)
         self.conf, self.iou, self.max_det, self.classes, self.retina_masks = conf, iou, max_det, classes, retina_masks
         if fixed is not None and all(all(d is not None for d in s.shape) for s in self.backend.outputs):
             self._resolve({s.name: tuple(s.shape) for s in self.backend.outputs}, fixed)  # type: ignore[arg-type]
@@ -138,6 +148,8 @@ class Runtime:
         if not self.meta.names:
             self.meta.names = {i: f"class{i}" for i in range(layout.nc)}
         self._decoder = Decoder(layout, **self._decoder_args)  # type: ignore[arg-type]
+        warning = score_resolution_warning(layout, self._out_specs)
+        self.warnings = [warning] if warning else []
         return self._decoder
 
     @property
@@ -167,10 +179,13 @@ class Runtime:
 
     def postprocess(self, outputs: Dict[str, np.ndarray], lb: Letterbox, img: Optional[np.ndarray] = None,
                     path: Optional[str] = None) -> Results:
-        """Raw outputs -> :class:`Results` in source pixels."""
-        out = {n: dequantize(a, self._out_specs[n]) for n, a in outputs.items()}
-        dec = self._decoder or self._resolve({n: a.shape for n, a in out.items()}, lb.input_shape)
-        det = dec(out, lb)
+        """Raw outputs (quantized where the model is) -> :class:`Results` in source pixels."""
+        dec = self._decoder or self._resolve({n: a.shape for n, a in outputs.items()}, lb.input_shape)
+        if not self._warned:
+            self._warned = True
+            for w in self.warnings:
+                log.warning("%s: %s", self.path.name, w)
+        det = dec(outputs, lb)
         return Results(det.boxes, det.scores, det.class_ids, self.meta.names, lb.orig_shape,
                        masks=det.masks, path=path, image=img)
 
@@ -250,7 +265,8 @@ class Runtime:
             "names": dict(self.meta.names),
             "metadata": self.meta.to_dict(),
             "options": {"conf": self.conf, "iou": self.iou, "max_det": self.max_det, "classes": self.classes,
-                        "retina_masks": self.retina_masks},
+                        "retina_masks": self.retina_masks, "multi_label": self._options["multi_label"]},
+            "warnings": list(self.warnings),
         }
 
     def _quantization(self) -> Dict[str, Any]:
@@ -268,7 +284,7 @@ class Runtime:
     # -- lifetime ---------------------------------------------------------------------------------
     def with_options(self, **changes: Any) -> "Runtime":
         """A Runtime with other options (``conf``, ``iou``, ``max_det``, ``classes``, ``imgsz``,
-        ``retina_masks``, ``names``, ``agnostic_nms``, ``nms``) that shares this one's loaded model:
+        ``retina_masks``, ``names``, ``agnostic_nms``, ``nms``, ``multi_label``) that shares this one's loaded model:
         nothing is loaded twice, and this object keeps its own settings. Closing the returned
         Runtime leaves the shared model open (it is released with the last of the two objects);
         closing this one closes it for both."""
@@ -283,7 +299,7 @@ class Runtime:
         view._owns_backend = False
         view._base = self  # the model stays open while a view lives
         view._setup(opts["conf"], opts["iou"], opts["max_det"], opts["classes"], opts["imgsz"], opts["retina_masks"],
-                    opts["names"], opts["agnostic_nms"], opts["nms"])
+                    opts["names"], opts["agnostic_nms"], opts["nms"], bool(opts["multi_label"]))
         return view
 
     def close(self) -> None:

@@ -11,6 +11,17 @@ from edgeseg.masks import rle_decode
 IMAGES = ["bus", "zidane", "000000000036", "000000000042", "000000000049", "000000000061"]
 MODEL_FILES = ["yolov8n-seg-320-int8dyn.onnx", "yolov8n-seg-640-int8w.tflite"]
 
+#: (box px, score) tolerance against the reference. The dynamic-range int8 TFLite model quantizes its
+#: activations at run time, and LiteRT's own kernels disagree on it: on bus.jpg, the identical input
+#: tensor gives the bus at x1 17.95 / y1 224.78 with XNNPACK, 25.00 / 228.76 with the builtin kernels
+#: and 16.69 / 226.76 with the reference kernels (score 0.873 / 0.886 / 0.889), and changing 0.1% of the
+#: input pixels by one gray level moves y1 by up to 4.6 px (ai-edge-litert 2.3.0). The reference was made
+#: with another TFLite build, so its errors (at most 4.46 px and 0.020 here) are the runtime library's
+#: numerics, not the decoding; test_int8w_tflite_kernels_disagree_by_more_than_the_default_tolerance
+#: keeps that evidence checked. Float-activation models (the ONNX) match within 1 px.
+TOLERANCE = {"yolov8n-seg-640-int8w.tflite": (5.0, 0.025)}
+DEFAULT_TOLERANCE = (1.5, 0.01)
+
 
 @pytest.fixture(scope="module", params=MODEL_FILES)
 def runtime(request):
@@ -48,10 +59,11 @@ def test_matches_ultralytics_reference(runtime, image):
     stem = runtime.path.stem
     ref = load_reference(stem, image)["detections"]
     res = runtime(image_path(image))
+    box_tol, score_tol = TOLERANCE.get(runtime.path.name, DEFAULT_TOLERANCE)
     assert sorted(res.class_ids.tolist()) == sorted(d["class_id"] for d in ref)
     for d, i in match(res, ref):
-        assert abs(float(res.scores[i]) - d["score"]) <= 0.01
-        assert np.abs(res.boxes[i] - np.array(d["xyxy"])).max() <= 2.0
+        assert abs(float(res.scores[i]) - d["score"]) <= score_tol
+        assert np.abs(res.boxes[i] - np.array(d["xyxy"])).max() <= box_tol
         gt = rle_decode(d["mask_rle"])
         ours = res.masks.mask(i)
         iou = (gt & ours).sum() / max((gt | ours).sum(), 1)
@@ -133,3 +145,36 @@ def test_with_options_shares_the_model_and_keeps_the_original():
         assert len(rt(image_path("bus"))) == len(res)  # the shared model is still open
         with pytest.raises(Exception, match="unknown options"):
             rt.with_options(threads=2)
+
+
+def test_int8w_tflite_kernels_disagree_by_more_than_the_default_tolerance():
+    """The evidence behind TOLERANCE: LiteRT's XNNPACK and builtin kernels, fed the identical input
+    tensor, put the bus of bus.jpg more than 2 px apart (if this starts failing, the runtime's kernels
+    agree again: tighten the int8w tolerance back to the default)."""
+    pytest.importorskip("ai_edge_litert")
+    from ai_edge_litert import interpreter as litert
+
+    path = MODELS / "yolov8n-seg-640-int8w.tflite"
+    require_assets(path)
+    with Runtime(path) as rt:
+        feeds, lb = rt.preprocess(__import__("cv2").imread(str(image_path("bus"))))
+        ours = rt(image_path("bus"))
+    x = next(iter(feeds.values()))
+
+    def bus_box(resolver):
+        it = litert.Interpreter(model_path=str(path), num_threads=1, experimental_op_resolver_type=resolver)
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        p = next(it.get_tensor(d["index"]) for d in it.get_output_details() if len(d["shape"]) == 3)[0]
+        cls = p[4:84]
+        j = int(np.argmax(np.where(cls.argmax(0) == 5, cls.max(0), 0)))
+        cx, cy, w, h = p[:4, j] * 640
+        return lb.to_source(np.array([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]], np.float32))[0]
+
+    xnnpack = bus_box(litert.OpResolverType.AUTO)
+    builtin = bus_box(litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    spread = float(np.abs(xnnpack - builtin).max())
+    np.testing.assert_allclose(ours.boxes[ours.class_ids == 5][0], xnnpack, atol=1e-3)  # we decode what XNNPACK gives
+    assert spread > DEFAULT_TOLERANCE[0], f"LiteRT kernels now agree within {spread:.2f} px"
+    assert spread >= TOLERANCE[path.name][0] - 1.0

@@ -63,12 +63,23 @@ def repack(kind: str, pred: np.ndarray, protos: np.ndarray, imgsz: int) -> Dict[
         rows = np.zeros((300, 6 + NM), np.float32)
         rows[: len(keep)] = np.concatenate([xyxy[keep], scores[keep, None], cls[keep, None], p[4 + NC:, keep].T], 1)
         out = {"output0": rows[None], "output1": protos}
+    elif kind == "nms-padded":  # an onnx2tf-style NMS-inside export: unused rows repeat a zero-width box
+        rows = repack("nms", pred, protos, imgsz)["outputs"]["output0"][0].copy()
+        used = int(np.count_nonzero(rows[:, 4]))
+        rows[used:] = 0
+        rows[used:, :4] = [37.0, 50.0, 37.0, 90.0]  # x1 == x2
+        rows[used:, 4] = 0.96
+        out = {"output0": rows[None], "output1": protos}
+    elif kind == "raw-int8":  # full-integer export, one int8 tensor for boxes (normalized) + scores + coefs
+        q = pred.copy()
+        q[0, :4] /= imgsz
+        out = {"output0": q, "output1": protos}
     elif kind == "detect-only":
         out = {"output0": np.ascontiguousarray(pred[:, : 4 + NC])}
     else:
         raise ValueError(kind)
     specs = {n: TensorSpec(n, a.shape, np.dtype(np.float32)) for n, a in out.items()}
-    if kind == "split-int8":
+    if kind in ("split-int8", "raw-int8"):
         specs = {n: _quant_spec(n, a) for n, a in out.items()}
     return {"outputs": out, "specs": specs, "meta": meta}
 
@@ -131,6 +142,7 @@ def expected():
     ("split-named-by-metadata", "split"),
     ("split-int8", "split"),
     ("nms", "nms"),
+    ("nms-padded", "nms"),
 ])
 def test_layouts_decode_identically(relayout, expected, tmp_path, kind, layout):
     f = tmp_path / f"{kind}.relayout"
@@ -165,3 +177,48 @@ def test_names_must_fit_the_class_count(relayout, tmp_path):
     f.write_text(json.dumps({"kind": "raw"}))
     with pytest.raises(LayoutError, match="names 3 classes"):
         Runtime(f, names=["a", "b", "c"])
+
+
+def test_int8_outputs_decode_in_the_integer_domain_exactly(relayout, tmp_path):
+    """Thresholding int8 scores in quantized units and dequantizing only candidate rows and proto
+    windows gives exactly what dequantizing every output first gives."""
+    from edgeseg.backend import dequantize
+    from edgeseg.postprocess import Decoder
+
+    f = tmp_path / "q.relayout"
+    f.write_text(json.dumps({"kind": "raw-int8"}))
+    img = __import__("cv2").imread(str(image_path("bus")))
+    with Runtime(f, conf=0.05) as rt:
+        feeds, lb = rt.preprocess(img)
+        raw = rt.infer(feeds)
+        assert all(a.dtype == np.int8 for a in raw.values())
+        res = rt.postprocess(raw, lb)
+        layout = rt.layout
+        specs = {s.name: s for s in rt.backend.outputs}
+    floats = {n: dequantize(a, specs[n]) for n, a in raw.items()}
+    ref = Decoder(layout, conf=0.05, iou=0.7, max_det=300)(floats, lb)  # no specs: float outputs
+    assert len(res) == len(ref.scores) > 0
+    np.testing.assert_array_equal(res.boxes, ref.boxes)
+    np.testing.assert_array_equal(res.scores, ref.scores)
+    np.testing.assert_array_equal(res.class_ids, ref.class_ids)
+    assert [c.tobytes() for c in res.masks.crops] == [c.tobytes() for c in ref.masks.crops]
+    np.testing.assert_array_equal(res.masks.offsets, ref.masks.offsets)
+
+
+def test_collapsed_int8_scores_are_reported(relayout, tmp_path, caplog):
+    """One int8 tensor mixing coefficients and 0-1 scores leaves a handful of score levels: the
+    runtime says so (in info and once on the first prediction) and points to the split export."""
+    f = tmp_path / "q.relayout"
+    f.write_text(json.dumps({"kind": "raw-int8"}))
+    with Runtime(f) as rt:
+        assert len(rt.warnings) == 1 and "edgeseg convert --int8" in rt.warnings[0]
+        assert "levels between 0 and 1" in rt.warnings[0]
+        with caplog.at_level("WARNING", logger="edgeseg.runtime"):
+            rt(image_path("bus"))
+            rt(image_path("bus"))
+        assert sum("collapsed its scores" in r.getMessage() for r in caplog.records) == 1
+        assert rt.info["warnings"] == rt.warnings
+    g = tmp_path / "s.relayout"
+    g.write_text(json.dumps({"kind": "split-int8"}))
+    with Runtime(g) as rt:  # a separate scores tensor: 127 levels, fine
+        assert rt.warnings == []

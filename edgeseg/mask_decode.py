@@ -139,11 +139,20 @@ def _logits(protos: np.ndarray, nhwc: bool, coef: np.ndarray, win: Window,
     return (coef @ w.reshape(nm, h * ww)).reshape(h, ww)
 
 
-def _pasted(binary: np.ndarray, region: Window, win: Window) -> np.ndarray:
-    """A binary mask known on ``region`` (zero elsewhere) over window ``win``, as float32."""
+def _image_axes(frame_hw: Tuple[int, int], pad: Tuple[int, int], orig_hw: Tuple[int, int]) -> Tuple[Axis, Axis]:
+    """Ultralytics' ``scale_image`` (its validation's masks for COCO JSON): cut ``left``/``top``
+    pixels off both sides of each axis (one more padding row or column than the letterbox added
+    stays in when the padding is uneven), stretch what is left to the source."""
+    fh, fw = frame_hw
+    left, top = pad
+    return Axis(max(fw - 2 * left, 1), orig_hw[1], left), Axis(max(fh - 2 * top, 1), orig_hw[0], top)
+
+
+def _pasted(binary: np.ndarray, region: Window, win: Window, dtype: Any = np.float32) -> np.ndarray:
+    """A binary mask known on ``region`` (zero elsewhere) over window ``win``, as ``dtype``."""
     rx0, rx1, ry0, ry1 = region
     x0, x1, y0, y1 = win
-    out = np.zeros((y1 - y0 + 1, x1 - x0 + 1), np.float32)
+    out = np.zeros((y1 - y0 + 1, x1 - x0 + 1), dtype)
     ix0, ix1, iy0, iy1 = max(x0, rx0), min(x1, rx1), max(y0, ry0), min(y1, ry1)
     if ix0 <= ix1 and iy0 <= iy1:
         out[iy0 - y0: iy1 - y0 + 1, ix0 - x0: ix1 - x0 + 1] = binary[iy0 - ry0: iy1 - ry0 + 1, ix0 - rx0: ix1 - rx0 + 1]
@@ -152,7 +161,7 @@ def _pasted(binary: np.ndarray, region: Window, win: Window) -> np.ndarray:
 
 def process_masks(protos: np.ndarray, nhwc: bool, coefs: np.ndarray, input_boxes: np.ndarray,
                   src_boxes: np.ndarray, lb: Letterbox, retina: bool = False,
-                  spec: Optional[TensorSpec] = None) -> Masks:
+                  spec: Optional[TensorSpec] = None, scale_image: bool = False) -> Masks:
     """Masks of K detections at source resolution, each kept as a crop around its box.
 
     ``protos``: (nm, mh, mw) or NHWC (mh, mw, nm) float32; ``coefs``: (K, nm) float32;
@@ -163,6 +172,9 @@ def process_masks(protos: np.ndarray, nhwc: bool, coefs: np.ndarray, input_boxes
     resolution, cropped to the input box, thresholded at 0 (sigmoid 0.5); that binary mask
     resized to source resolution and thresholded at 0.5. ``retina`` (``process_mask_native``):
     logits resized straight to source resolution and cropped to the source box there.
+    ``scale_image`` (what Ultralytics' validation writes to its COCO JSON): the same binary mask
+    at input resolution, resized to the source as uint8 0/1 by ``scale_image``'s crop (see
+    :func:`_image_axes`) and OpenCV's fixed-point rounding. ``spec``: quantization of int8 protos.
     """
     H, W = lb.orig_shape
     ih, iw = lb.input_shape
@@ -186,7 +198,11 @@ def process_masks(protos: np.ndarray, nhwc: bool, coefs: np.ndarray, input_boxes
         return Masks(crops, np.array(offsets, np.int32).reshape(-1, 2), (H, W), validate=False)
 
     up = _Resize(Axis(mw, iw), Axis(mh, ih))  # protos -> input frame
-    sx, sy = _letterbox_axes((ih, iw), (H, W))  # input frame -> source (scale_masks)
+    if scale_image:
+        sx, sy = _image_axes((ih, iw), lb.pad, (H, W))
+    else:
+        sx, sy = _letterbox_axes((ih, iw), (H, W))  # input frame -> source (scale_masks)
+    dtype, cut = (np.uint8, 0) if scale_image else (np.float32, 0.5)
     down = _Resize(sx, sy)
     # input pixels that scale_masks keeps: the un-padded image area
     kx0, kx1, ky0, ky1 = sx.lo, sx.lo + sx.k - 1, sy.lo, sy.lo + sy.k - 1
@@ -202,6 +218,6 @@ def process_masks(protos: np.ndarray, nhwc: bool, coefs: np.ndarray, input_boxes
         (dx0, dx1), (dy0, dy1) = sx.reach(x0, x1), sy.reach(y0, y1)
         dst = (dx0, dx1, dy0, dy1)
         win2, finish2 = down.plan(dst)
-        crops.append(down.apply(_pasted(binary, region, win2), dst, win2, finish2) > 0.5)
+        crops.append(down.apply(_pasted(binary, region, win2, dtype), dst, win2, finish2) > cut)
         offsets.append((dx0, dy0))
     return Masks(crops, np.array(offsets, np.int32).reshape(-1, 2), (H, W), validate=False)

@@ -125,13 +125,14 @@ class Decoder:
     ``multi_label``: a box counts once for every class whose score passes ``conf`` (as COCO-style
     validation does); otherwise once, for its best class (as prediction does).
     Rows with non-finite values (corrupted weights) and boxes without area are dropped; the first
-    non-finite row logs one warning.
+    non-finite row logs one warning. ``val_masks``: masks scaled to the source as Ultralytics'
+    validation writes them to COCO JSON (``scale_image``), for mAP comparable with it.
     """
 
     def __init__(self, layout: OutputLayout, conf: float, iou: float, max_det: int,
                  classes: Optional[Sequence[int]] = None, retina_masks: bool = False, agnostic: bool = False,
                  nms_impl: str = "opencv", multi_label: bool = False,
-                 specs: Optional[Mapping[str, TensorSpec]] = None) -> None:
+                 specs: Optional[Mapping[str, TensorSpec]] = None, val_masks: bool = False) -> None:
         self.layout = layout
         self.conf = float(conf)
         self.iou = float(iou)
@@ -141,6 +142,7 @@ class Decoder:
         self.agnostic = agnostic
         self.nms_impl = nms_impl
         self.multi_label = multi_label
+        self.val_masks = val_masks
         self.specs: Dict[str, TensorSpec] = dict(specs or {})
         self.warned_nonfinite = False
 
@@ -244,6 +246,12 @@ class Decoder:
             return finite & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
 
     def __call__(self, out: Dict[str, np.ndarray], lb: Letterbox) -> Detections:
+        boxes, src_boxes, scores, class_ids, coefs = self.detect(out, lb)
+        return Detections(src_boxes, scores, class_ids, self.masks(out, lb, boxes, src_boxes, coefs))
+
+    def detect(self, out: Dict[str, np.ndarray], lb: Letterbox) -> Tuple[np.ndarray, ...]:
+        """Boxes without masks: (input-pixel boxes, source-pixel boxes, scores, class ids,
+        mask coefficients) of the kept detections, best first."""
         boxes, scores, class_ids, coefs = self._candidates(out, lb.input_shape)
         sel = self._valid(boxes, scores, class_ids, coefs)
         if self.classes is not None and len(boxes):
@@ -263,12 +271,16 @@ class Decoder:
         if not inside.all():  # boxes entirely in the letterbox padding, outside the image
             boxes, src_boxes, scores, class_ids, coefs = (boxes[inside], src_boxes[inside], scores[inside],
                                                           class_ids[inside], coefs[inside])
-        masks = None
-        if self.layout.protos is not None:
-            protos = out[self.layout.protos][0]
-            masks = process_masks(protos, self.layout.protos_nhwc, np.ascontiguousarray(coefs, np.float32),
-                                  boxes, src_boxes, lb, self.retina, spec=self._spec(self.layout.protos))
-        return Detections(src_boxes, scores, class_ids, masks)
+        return boxes, src_boxes, scores, class_ids, coefs
+
+    def masks(self, out: Dict[str, np.ndarray], lb: Letterbox, boxes: np.ndarray, src_boxes: np.ndarray,
+              coefs: np.ndarray) -> Optional[Masks]:
+        """Per-box masks of detections from :meth:`detect` (None for detection-only models)."""
+        if self.layout.protos is None:
+            return None
+        return process_masks(out[self.layout.protos][0], self.layout.protos_nhwc,
+                             np.ascontiguousarray(coefs, np.float32), boxes, src_boxes, lb, self.retina,
+                             spec=self._spec(self.layout.protos), scale_image=self.val_masks and not self.retina)
 
 
 def _class_ids(values: np.ndarray) -> np.ndarray:

@@ -105,22 +105,39 @@ class Preprocessor:
         import cv2
 
         lb = self.geometry(img.shape[:2])
-        if lb.resized != lb.orig_shape:
-            img = cv2.resize(img, (lb.resized[1], lb.resized[0]), interpolation=cv2.INTER_LINEAR)
         (left, top), (rh, rw) = lb.pad, lb.resized
         ih, iw = lb.input_shape
-        padded = cv2.copyMakeBorder(img, top, ih - rh - top, left, iw - rw - left, cv2.BORDER_CONSTANT,
-                                    value=(PAD_VALUE,) * 3)
-        # one table lookup per pixel: x / 255 (a true float32 division, as Ultralytics computes it:
-        # int8-weight models quantize activations at run time and amplify last-bit differences),
-        # or the quantized value for integer inputs
+        # the letterboxed image is built in place: the resize (and, for NHWC, the BGR->RGB swap)
+        # writes straight into the inside of a gray canvas, so no padded copy is made
+        canvas = np.empty((ih, iw, 3), np.uint8)
+        canvas[:top] = PAD_VALUE
+        canvas[top + rh:] = PAD_VALUE
+        canvas[top: top + rh, :left] = PAD_VALUE
+        canvas[top: top + rh, left + rw:] = PAD_VALUE
+        inner = canvas[top: top + rh, left: left + rw]
+        if lb.resized != lb.orig_shape:
+            img = cv2.resize(img, (rw, rh), interpolation=cv2.INTER_LINEAR)
         if self.nhwc:
-            x = cv2.LUT(cv2.cvtColor(padded, cv2.COLOR_BGR2RGB), self._lut)[None]
+            cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=inner)
+            x = np.empty((1, ih, iw, 3), self._lut.dtype)
+            self._convert(canvas, x[0])
         else:
+            inner[...] = img
             x = np.empty((1, 3, ih, iw), self._lut.dtype)
-            for c, plane in enumerate(reversed(cv2.split(padded))):  # B, G, R planes -> R, G, B
-                cv2.LUT(plane, self._lut, dst=x[0, c])
+            for c, plane in enumerate(reversed(cv2.split(canvas))):  # B, G, R planes -> R, G, B
+                self._convert(plane, x[0, c])
         return (x if x.dtype == self.dtype else x.astype(self.dtype)), lb
+
+    def _convert(self, pixels: np.ndarray, dst: np.ndarray) -> None:
+        """uint8 pixels -> the input dtype: x / 255 as a true float32 division (as Ultralytics
+        computes it: int8-weight models quantize activations at run time and amplify last-bit
+        differences), or the quantized value through a 256-entry table for integer inputs."""
+        if self._lut.dtype == np.float32:
+            np.divide(pixels, np.float32(255.0), out=dst, dtype=np.float32)
+        else:
+            import cv2
+
+            cv2.LUT(pixels, self._lut, dst=dst)
 
 
 def is_nhwc(shape: Tuple[Optional[int], ...]) -> bool:

@@ -46,7 +46,9 @@ class Runtime:
         names: class names overriding the model's (dict, list, or a YAML / text file).
         agnostic_nms: NMS across classes. multi_label: a box is reported once for every class whose
             score passes ``conf`` (COCO-style evaluation, what ``val`` uses) instead of once for its
-            best class (the default, as Ultralytics' predict). nms: ``"opencv"`` (``cv2.dnn.NMSBoxesBatched``, the default:
+            best class (the default, as Ultralytics' predict). val_masks: masks scaled to the source
+            the way Ultralytics' validation writes its COCO JSON (``scale_image``: a uint8 resize of
+            the input-resolution mask) rather than as its predict does; ``val`` uses it. nms: ``"opencv"`` (``cv2.dnn.NMSBoxesBatched``, the default:
             same boxes kept, several times faster on thousands of candidates) or ``"numpy"``.
         **backend_options: passed to the backend (e.g. ``providers=`` for ONNX Runtime,
             ``delegate=``/``device=`` for LiteRT, ``device=``/``performance=`` for OpenVINO).
@@ -71,6 +73,7 @@ class Runtime:
         agnostic_nms: bool = False,
         nms: str = "opencv",
         multi_label: bool = False,
+        val_masks: bool = False,
         **backend_options: Any,
     ) -> None:
         classes = _check_options(conf, iou, max_det, classes, nms)
@@ -85,13 +88,15 @@ class Runtime:
         self._owns_backend = True
         self._lock = threading.Lock()
         try:
-            self._setup(conf, iou, max_det, classes, imgsz, retina_masks, names, agnostic_nms, nms, bool(multi_label))
+            self._setup(conf, iou, max_det, classes, imgsz, retina_masks, names, agnostic_nms, nms, bool(multi_label),
+                        bool(val_masks))
         except BaseException:
             self.close()
             raise
 
     def _setup(self, conf: float, iou: float, max_det: int, classes: Optional[List[int]], imgsz: Any,
-               retina_masks: bool, names: Any, agnostic: bool, nms: str, multi_label: bool = False) -> None:
+               retina_masks: bool, names: Any, agnostic: bool, nms: str, multi_label: bool = False,
+               val_masks: bool = False) -> None:
         raw = dict(read_sidecar(self.path)) if self.path.suffix.lower() not in (".onnx", ".tflite") else {}
         source = "metadata.yaml" if raw else "none"
         if self.backend.metadata:
@@ -127,14 +132,15 @@ class Runtime:
         self._pre = Preprocessor(self.input_spec, self.imgsz, self.meta.stride, rect=rect)
         self._out_specs = {s.name: s for s in self.backend.outputs}
         self._decoder_args = dict(conf=conf, iou=iou, max_det=max_det, classes=classes, retina_masks=retina_masks,
-                                  agnostic=agnostic, nms_impl=nms, multi_label=multi_label, specs=self._out_specs)
+                                  agnostic=agnostic, nms_impl=nms, multi_label=multi_label, specs=self._out_specs,
+                                  val_masks=val_masks)
         #: problems found in the model itself (e.g. collapsed int8 scores), each logged once on first use
         self.warnings: List[str] = []
         self._warned = False
         self._decoder: Optional[Decoder] = None
         self._options = dict(conf=conf, iou=iou, max_det=max_det, classes=classes, imgsz=imgsz,
                              retina_masks=retina_masks, names=names, agnostic_nms=agnostic, nms=nms,
-                             multi_label=multi_label)
+                             multi_label=multi_label, val_masks=val_masks)
         self.conf, self.iou, self.max_det, self.classes, self.retina_masks = conf, iou, max_det, classes, retina_masks
         if fixed is not None and all(all(d is not None for d in s.shape) for s in self.backend.outputs):
             self._resolve({s.name: tuple(s.shape) for s in self.backend.outputs}, fixed)  # type: ignore[arg-type]
@@ -284,7 +290,7 @@ class Runtime:
     # -- lifetime ---------------------------------------------------------------------------------
     def with_options(self, **changes: Any) -> "Runtime":
         """A Runtime with other options (``conf``, ``iou``, ``max_det``, ``classes``, ``imgsz``,
-        ``retina_masks``, ``names``, ``agnostic_nms``, ``nms``, ``multi_label``) that shares this one's loaded model:
+        ``retina_masks``, ``names``, ``agnostic_nms``, ``nms``, ``multi_label``, ``val_masks``) that shares this one's loaded model:
         nothing is loaded twice, and this object keeps its own settings. Closing the returned
         Runtime leaves the shared model open (it is released with the last of the two objects);
         closing this one closes it for both."""
@@ -299,7 +305,8 @@ class Runtime:
         view._owns_backend = False
         view._base = self  # the model stays open while a view lives
         view._setup(opts["conf"], opts["iou"], opts["max_det"], opts["classes"], opts["imgsz"], opts["retina_masks"],
-                    opts["names"], opts["agnostic_nms"], opts["nms"], bool(opts["multi_label"]))
+                    opts["names"], opts["agnostic_nms"], opts["nms"], bool(opts["multi_label"]),
+                    bool(opts["val_masks"]))
         return view
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 from edgeseg.backend import Backend, TensorSpec, ensure_file, register
 from edgeseg.errors import BackendUnavailableError, InputError, ModelLoadError
 from edgeseg.metadata import read_tflite_zip_metadata
+from edgeseg.tflite_file import read_tflite
 
 #: Edge TPU delegate library per OS (as pycoral names them)
 EDGETPU_LIBRARY = {
@@ -42,6 +43,40 @@ def _interpreter_api() -> Any:
             raise first from None
 
 
+def _load_delegate(load_delegate: Any, lib: str, opts: Dict[str, Any], what: str) -> Any:
+    """``load_delegate`` with a clear BackendUnavailableError when the library or the device is
+    missing. The library is opened with ctypes first, so a missing one never reaches the vendor's
+    ``Delegate`` (whose ``__del__`` prints "Exception ignored ... no attribute '_library'" after a
+    failed load); when the vendor fails anyway, that noise is swallowed."""
+    import ctypes
+    import gc
+    import sys
+
+    hint = ("For the Edge TPU install the Edge TPU runtime (libedgetpu) and plug in the accelerator; "
+            "`edgeseg info` describes the model without it.")
+    try:
+        ctypes.CDLL(lib)
+    except OSError as exc:
+        raise BackendUnavailableError(f"cannot load the {what} delegate: {lib} is not installed ({exc}). {hint}") from exc
+    hook = sys.unraisablehook
+
+    def quiet(unraisable: Any) -> None:  # the vendor Delegate's __del__ after a failed __init__
+        if not (isinstance(unraisable.exc_value, AttributeError) and "_library" in str(unraisable.exc_value)):
+            hook(unraisable)
+
+    sys.unraisablehook = quiet
+    try:
+        return load_delegate(lib, opts)
+    except (ValueError, OSError, RuntimeError) as exc:
+        message = str(exc)
+        exc.__traceback__ = None  # drop the frames holding the half-made Delegate now, while quiet
+        gc.collect()
+        raise BackendUnavailableError(f"cannot load the {what} delegate ({lib}): {message}. {hint}") from exc
+    finally:
+        gc.collect()
+        sys.unraisablehook = hook
+
+
 @register
 class LiteRTBackend(Backend):
     name = "litert"
@@ -64,20 +99,14 @@ class LiteRTBackend(Backend):
             head = f.read(8)
         if head[4:8] != TFLITE_MAGIC:
             raise ModelLoadError(f"{model}: not a TFLite flatbuffer (expected identifier 'TFL3' at byte 4, found {head[4:8]!r})")
-        if delegate is None and model.name.endswith("_edgetpu.tflite"):
+        self.file = read_tflite(model)  # the flatbuffer itself: ops, Edge TPU, quantization
+        if delegate is None and (self.file.edgetpu or model.name.endswith("_edgetpu.tflite")):
             delegate = "edgetpu"
         delegates = []
         self._delegate = None
         if delegate:
             lib = EDGETPU_LIBRARY.get(platform.system(), "libedgetpu.so.1") if delegate == "edgetpu" else delegate
-            opts = {"device": device} if device else {}
-            try:
-                delegates.append(load_delegate(lib, opts))
-            except (ValueError, OSError, RuntimeError) as exc:
-                raise BackendUnavailableError(
-                    f"cannot load the {delegate} delegate ({lib}): {exc}. For the Edge TPU install the Edge TPU runtime "
-                    f"(libedgetpu) and plug in the accelerator; for CPU inference use the model without '_edgetpu'."
-                ) from exc
+            delegates.append(_load_delegate(load_delegate, lib, {"device": device} if device else {}, delegate))
             self._delegate = lib
         try:
             self._interp = Interpreter(model_path=str(model), num_threads=threads,

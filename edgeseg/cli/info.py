@@ -26,14 +26,77 @@ def info(model: Path, backend: str, imgsz: Any, names_file: Any, as_json: bool) 
       edgeseg info --model yolov8n-seg-640-int8w.tflite
       edgeseg info -m yolov8n-seg.onnx --json | jq .output_layout
     """
+    import logging
+
+    from ..errors import BackendUnavailableError, ModelLoadError
     from ..runtime import Runtime
 
-    with Runtime(model, backend=backend, imgsz=parse_imgsz(imgsz), names=names_file) as rt:
-        d = rt.info
+    fb = _flatbuffer(model)
+    runtime_log = logging.getLogger("edgeseg.runtime")
+    level = runtime_log.level
+    runtime_log.setLevel(logging.ERROR)  # the model's warnings are printed below, once
+    try:
+        with Runtime(model, backend=backend, imgsz=parse_imgsz(imgsz), names=names_file) as rt:
+            d = rt.info
+    except (BackendUnavailableError, ModelLoadError) as exc:
+        if fb is None or not fb.edgetpu:
+            raise
+        d = {"model": str(model), "runtime": f"not loaded: {exc}"}  # an Edge TPU model, described from its file
+    finally:
+        runtime_log.setLevel(level)
+    if fb is not None:
+        d["tflite"] = fb.to_dict()
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
-    click.echo(_format(d))
+    click.echo(_format(d) if "runtime" not in d else _format_file(d))
+    if fb is not None:
+        click.echo(_format_ops(d["tflite"]))
+    for w in d.get("warnings", []):
+        click.echo(f"warning      {w}")
+
+
+def _flatbuffer(model: Path) -> Any:
+    """The TFLite file as read by edgeseg itself (None for other formats)."""
+    from ..tflite_file import read_tflite
+
+    if model.suffix.lower() != ".tflite" or not model.is_file():
+        return None
+    return read_tflite(model)
+
+
+def _tensor_line(kind: str, t: Dict[str, Any]) -> str:
+    q = t.get("quantization")
+    qs = ""
+    if q and "scale" in q:
+        qs = f" (scale {q['scale']:.6g}, zero point {q['zero_point']})"
+    elif q:
+        qs = f" (per-channel quantization, {q['per_channel']} channels)"
+    return f"{kind:<12} {t['name']} {t['shape']} {t['dtype']}{qs}"
+
+
+def _format_file(d: Dict[str, Any]) -> str:
+    """A TFLite model the runtime could not load here (an Edge TPU model without libedgetpu)."""
+    f = d["tflite"]
+    size = Path(d["model"]).stat().st_size
+    lines = [f"model        {d['model']} ({size / 1e6:.1f} MB)",
+             f"format       tflite, compiled for the Edge TPU ({f['edgetpu_ops']} edgetpu-custom-op)",
+             f"runtime      {d['runtime']}"]
+    lines += [_tensor_line("input", t) for t in f["inputs"]]
+    lines += [_tensor_line("output", t) for t in f["outputs"]]
+    return "\n".join(lines)
+
+
+def _format_ops(f: Dict[str, Any]) -> str:
+    def counts(c: Dict[str, int]) -> str:
+        return ", ".join(f"{k} x{v}" if v > 1 else k for k, v in sorted(c.items(), key=lambda kv: -kv[1])) or "none"
+
+    total = sum(f["ops"].values())
+    if f["edgetpu"]:
+        cpu = sum(f["cpu_ops"].values())
+        return (f"ops          {total}: {f['edgetpu_ops']} on the Edge TPU (edgetpu-custom-op), {cpu} CPU ops: "
+                f"{counts(f['cpu_ops'])}")
+    return f"ops          {total} (CPU; not compiled for the Edge TPU): {counts(f['ops'])}"
 
 
 def _format(d: Dict[str, Any]) -> str:

@@ -27,6 +27,9 @@ SHOW_ISSUES = 20
 @click.option("--iou", type=float, default=0.7, show_default=True, help="NMS IoU threshold.")
 @click.option("--max-det", type=int, default=300, show_default=True,
               help="Detections kept per image (COCO then scores the best 100 per image and class).")
+@click.option("--single-label", is_flag=True,
+              help="One class per box (its best), as predict reports it. Default: multi-label, a box counts "
+                   "for every class whose score passes --conf (COCO-style, as Ultralytics' val).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Images per runtime call.")
 @click.option("--backend", default="auto", show_default=True, help="Backend name or auto.")
 @click.option("--threads", type=int, default=None, help="Inference threads (default: the backend's choice).")
@@ -37,7 +40,7 @@ SHOW_ISSUES = 20
 @click.option("--coco-summary", is_flag=True, help="Also print COCO's 12-line summary (AP/AR by IoU, area, detections).")
 @translate_errors
 def val(model: Path, data: Path, split: str, images: Optional[Path], imgsz: Any, conf: float, iou: float,
-        max_det: int, batch: int, backend: str, threads: Optional[int], save_json: Optional[Path], as_json: bool,
+        max_det: int, single_label: bool, batch: int, backend: str, threads: Optional[int], save_json: Optional[Path], as_json: bool,
         no_classes: bool, coco_summary: bool) -> None:
     """Validate a model: COCO-standard box and mask mAP50-95, mAP50, mAP75 and per-class APs.
 
@@ -56,7 +59,7 @@ def val(model: Path, data: Path, split: str, images: Optional[Path], imgsz: Any,
     logging.getLogger("edgeseg.val").setLevel(logging.ERROR)  # issues are printed below instead
     metrics = validate(model, data, imgsz=parse_imgsz(imgsz), conf=conf, iou=iou, max_det=max_det, batch=batch,
                        split=split, images=images, save_json=save_json, progress=True,
-                       backend=backend, threads=threads)
+                       backend=backend, threads=threads, single_label=single_label)
     for issue in metrics.issues[:SHOW_ISSUES]:
         echo_err(f"skipped label: {issue}")
     if len(metrics.issues) > SHOW_ISSUES:

@@ -215,3 +215,24 @@ def test_val_with_a_wrong_size_leaves_the_runtime_usable(rt) -> None:
             fixed.val(data=COCO8, imgsz=320)
         gc.collect()
         assert len(fixed(str(ASSETS / "images" / "bus.jpg"))) > 0
+
+
+def test_val_is_multi_label_by_default_and_single_label_opts_out(tmp_path: Path, rt) -> None:
+    """Multi-label (a box counts for each class over conf, as Ultralytics' val) keeps every
+    single-label detection and adds more; its mAP is at least the single-label one."""
+    from edgeseg.eval.validate import validate
+
+    multi, single = tmp_path / "multi.json", tmp_path / "single.json"
+    m = validate(rt, COCO8, imgsz=320, save_json=multi)
+    s = validate(rt, COCO8, imgsz=320, save_json=single, single_label=True)
+    pm, ps = json.loads(multi.read_text()), json.loads(single.read_text())
+    assert len(pm) > len(ps)
+    boxes = {(p["image_id"], tuple(round(v, 3) for v in p["bbox"])) for p in pm}
+    for p in ps:  # each confident single-label box is one of multi-label's (max_det cuts the low tail)
+        if p["score"] > 0.05:
+            assert (p["image_id"], tuple(round(v, 3) for v in p["bbox"])) in boxes
+    assert m.box.map >= s.box.map - 1e-3
+    r = CliRunner().invoke(main, ["val", "-m", str(ONNX), "-d", str(COCO8), "--imgsz", "320", "--single-label", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output[r.output.index("{"):])
+    assert abs(out["metrics"]["box/mAP50-95"] - s.box.map) < 1e-9

@@ -215,8 +215,7 @@ def validate(
         log.warning("skipped label: %s", issue)
     if len(ds.issues) > 20:
         log.warning("... and %d more skipped labels", len(ds.issues) - 20)
-    rt = _val_runtime(runtime, imgsz, conf, iou, max_det, backend, threads, multi_label=not single_label,
-                      val_masks=os.environ.get("EDGESEG_VAL_MASKS", "1") == "1")
+    rt = _val_runtime(runtime, imgsz, conf, iou, max_det, backend, threads, multi_label=not single_label)
     try:
         return _run(rt, ds, batch, save_json, progress, t_start)
     finally:

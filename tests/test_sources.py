@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -272,3 +274,124 @@ def test_hls_playlist_over_http(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- failures, resources, environment ---------------------------------------------------------------
+
+class Broken(Ticker):
+    """A capture whose driver raises (a bug, not a lost stream) after ``fail_after`` frames."""
+
+    def read(self):
+        if self.n >= self.fail_after:
+            raise ValueError("driver bug")
+        return super().read()
+
+
+def test_a_read_exception_ends_the_stream_instead_of_reconnecting() -> None:
+    opened: List[int] = []
+
+    def open_fn():
+        opened.append(1)
+        return Broken(0.002, fail_after=3)
+
+    src = LiveSource(open_fn, "broken", backoff=(0.01, 0.02))
+    deadline = time.monotonic() + 3.0
+    with pytest.raises(SourceError, match="broken: reading a frame failed: ValueError: driver bug") as exc:
+        for _ in src:
+            if time.monotonic() > deadline:  # the old behaviour: reconnecting for ever
+                break
+    src.close()
+    assert isinstance(exc.value.__cause__, ValueError)
+    assert len(opened) == 1 and src.stats["reconnects"] == 0
+
+
+def _mjpeg_server():
+    from edgeseg.live.server import PreviewServer
+
+    server = PreviewServer("127.0.0.1", 0).start()
+    stop = threading.Event()
+
+    def produce() -> None:
+        i = 0
+        while not stop.is_set():
+            img = np.full((120, 160, 3), (i * 7) % 256, np.uint8)
+            server.publish(cv2.imencode(".jpg", img)[1].tobytes(), {"frame": i})
+            i += 1
+            time.sleep(0.01)
+
+    t = threading.Thread(target=produce, daemon=True)
+    t.start()
+
+    def shutdown() -> None:
+        stop.set()
+        t.join()
+        server.close()
+    return server, shutdown
+
+
+def _wait_for(cond, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_an_every_frame_stream_closed_unread_releases_its_connection() -> None:
+    server, shutdown = _mjpeg_server()
+    try:
+        src = open_source(f"http://127.0.0.1:{server.port}/stream.mjpg", live=False, timeout=5.0)
+        assert not src.live
+        assert _wait_for(lambda: server.clients == 1), "FFmpeg did not connect"
+        src.close()  # never iterated
+        assert _wait_for(lambda: server.clients == 0), "the capture still holds the connection"
+        assert list(src) == []
+    finally:
+        shutdown()
+
+
+def test_opening_a_stream_never_changes_the_environment(monkeypatch) -> None:
+    """Grabber threads reopen streams while other threads run: the environment must stay as it is."""
+    key = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+    monkeypatch.delenv(key, raising=False)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)  # connections are accepted by the kernel and never answered: the open waits
+    seen: List[Optional[str]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.append(os.environ.get(key))
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(SourceError, match="cannot open the stream"):
+            open_source(f"rtsp://127.0.0.1:{silent.getsockname()[1]}/cam", timeout=1.0)
+        waited = time.monotonic() - t0
+    finally:
+        stop.set()
+        watcher.join()
+        silent.close()
+    assert waited >= 0.5 and len(seen) > 20  # the watcher really looked while OpenCV waited
+    assert set(seen) == {None}
+
+
+def test_one_camera_lister_for_sources_and_doctor(tmp_path: Path) -> None:
+    from edgeseg.live.sources import camera_devices
+    from edgeseg.tools import doctor
+
+    (tmp_path / "dev").mkdir()
+    for name in ("video3", "video1", "video-x"):
+        (tmp_path / "dev" / name).write_text("")
+    (tmp_path / "sys" / "class" / "video4linux" / "video3").mkdir(parents=True)
+    (tmp_path / "sys" / "class" / "video4linux" / "video3" / "name").write_text("USB cam\n")
+    assert camera_devices(tmp_path) == [{"device": "/dev/video1", "index": "1", "name": ""},
+                                        {"device": "/dev/video3", "index": "3", "name": "USB cam"}]
+    assert list_cameras(tmp_path) == ["/dev/video1", "/dev/video3"]
+    assert doctor._cameras(tmp_path, "Linux")["devices"] == camera_devices(tmp_path)
+    assert doctor.list_cameras is list_cameras

@@ -163,6 +163,8 @@ class Runtime:
         if self._closed:
             raise InputError("this Runtime is closed")
         with self._lock:
+            if self._share.closed:  # closed by another thread since the check above
+                raise InputError("this Runtime is closed")
             return self.backend.run(feeds)
 
     def postprocess(self, outputs: Dict[str, np.ndarray], lb: Letterbox, img: Optional[np.ndarray] = None,
@@ -330,6 +332,7 @@ class _ModelShare:
     def __init__(self, backend: Backend, infer_lock: threading.Lock) -> None:
         self.backend = backend
         self.users = 1
+        self.closed = False
         self._infer_lock = infer_lock
         self._lock = threading.Lock()
 
@@ -345,6 +348,7 @@ class _ModelShare:
             last = self.users == 0
         if last:
             with self._infer_lock:  # never under a running inference
+                self.closed = True
                 self.backend.close()
 
 

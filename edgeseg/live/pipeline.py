@@ -224,7 +224,7 @@ class Stream:
                         "are closed when their current call returns", ", ".join(stuck), timeout)
         if not self.pipelined:
             with contextlib.suppress(ValueError):  # (ValueError: close() called while another thread iterates)
-                self._frames.close()  # the generator's finally releases its files now
+                _close_iterator(self._frames)  # a generator's finally releases its files now
         errors = self._sinks_use.close_or_hand_over() or []
         errors += self._source_use.close_or_hand_over() or []
         self._restore_signals()
@@ -431,7 +431,7 @@ class Stream:
                     return
         finally:
             try:
-                frames.close()  # this thread runs the generator: release its files here
+                _close_iterator(frames)  # this thread runs the generator: release its files here
             finally:
                 self._source_use.leave()
                 self._put(self._q[0], _END)
@@ -539,6 +539,12 @@ class Stream:
             "ms": stages,
             "source": {"name": self.source.name, "live": bool(self.source.live), **self.source.stats},
         }
+
+
+def _close_iterator(frames: Any) -> None:
+    close = getattr(frames, "close", None)  # generators have it; a plain iterator has nothing to close
+    if callable(close):
+        close()
 
 
 def _ms(t0: float) -> float:

@@ -14,6 +14,7 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")
 
+from _mjpeg import wait_for  # noqa: E402
 from edgeseg.live.pipeline import stream  # noqa: E402
 from edgeseg.live.sinks import JsonSink, Sink  # noqa: E402
 from edgeseg.live.sources import Frame, LiveSource, Source  # noqa: E402
@@ -214,7 +215,7 @@ def test_close_never_closes_a_sink_inside_write(rt, video: Path) -> None:
     assert not sink.closed.is_set()  # ... and so leaves the sink to it
     assert sink.closed.wait(10)
     assert not sink.closed_during_write and sink.close_thread == "edgeseg-sinks"
-    assert _wait_until(lambda: not _threads())
+    assert wait_for(lambda: not _threads())
 
 
 def test_close_waits_for_the_sinks_thread_and_closes_in_the_caller(rt, video: Path) -> None:
@@ -262,7 +263,7 @@ def test_close_never_closes_the_source_inside_read(rt) -> None:
     s.close(timeout=0.1)
     assert not src.closed.is_set()
     assert src.closed.wait(10) and not src.closed_during_read
-    assert _wait_until(lambda: not _threads())
+    assert wait_for(lambda: not _threads())
 
 
 class CountingSource(Source):
@@ -379,11 +380,3 @@ def test_close_from_another_thread_ends_the_iteration(rt) -> None:
     assert not t.is_alive(), "the iterating thread still waits for results after close()"
     assert got == [0, 1]
 
-
-def _wait_until(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True

@@ -1,19 +1,21 @@
 """Sources: what a spec opens as, files in order, live newest-frame reading, reconnects, clear errors."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pytest
 
 cv2 = pytest.importorskip("cv2")
 
+from _mjpeg import wait_for  # noqa: E402
 from edgeseg.errors import BackendUnavailableError, InputError, SourceError  # noqa: E402
 from edgeseg.live.sources import FileSource, LiveSource, classify, list_cameras, open_source, opencv_has  # noqa: E402
 
@@ -202,8 +204,9 @@ def test_live_source_gives_up_after_reconnect_timeout() -> None:
     src.close()
 
 
-def test_live_mjpeg_over_http_with_ffmpeg() -> None:
-    """A real MJPEG HTTP stream (the preview server) read through OpenCV's FFmpeg backend."""
+@contextlib.contextmanager
+def mjpeg_server() -> Iterator[Any]:
+    """The preview server publishing a changing 160x120 image every 10 ms (a live MJPEG stream)."""
     from edgeseg.live.server import PreviewServer
 
     server = PreviewServer("127.0.0.1", 0).start()
@@ -220,6 +223,16 @@ def test_live_mjpeg_over_http_with_ffmpeg() -> None:
     t = threading.Thread(target=produce, daemon=True)
     t.start()
     try:
+        yield server
+    finally:
+        stop.set()
+        t.join()
+        server.close()
+
+
+def test_live_mjpeg_over_http_with_ffmpeg() -> None:
+    """A real MJPEG HTTP stream (the preview server) read through OpenCV's FFmpeg backend."""
+    with mjpeg_server() as server:
         src = open_source(f"http://127.0.0.1:{server.port}/stream.mjpg", timeout=5.0)
         assert src.live
         frames = []
@@ -229,10 +242,6 @@ def test_live_mjpeg_over_http_with_ffmpeg() -> None:
             if len(frames) == 5:
                 break
         src.close()
-    finally:
-        stop.set()
-        t.join()
-        server.close()
     assert all(f.image.shape == (120, 160, 3) for f in frames)
     assert frames[-1].index - frames[0].index > 4 * 2  # the grabber kept reading; we got the newest
     assert src.stats["dropped"] > 0
@@ -305,50 +314,15 @@ def test_a_read_exception_ends_the_stream_instead_of_reconnecting() -> None:
     assert len(opened) == 1 and src.stats["reconnects"] == 0
 
 
-def _mjpeg_server():
-    from edgeseg.live.server import PreviewServer
-
-    server = PreviewServer("127.0.0.1", 0).start()
-    stop = threading.Event()
-
-    def produce() -> None:
-        i = 0
-        while not stop.is_set():
-            img = np.full((120, 160, 3), (i * 7) % 256, np.uint8)
-            server.publish(cv2.imencode(".jpg", img)[1].tobytes(), {"frame": i})
-            i += 1
-            time.sleep(0.01)
-
-    t = threading.Thread(target=produce, daemon=True)
-    t.start()
-
-    def shutdown() -> None:
-        stop.set()
-        t.join()
-        server.close()
-    return server, shutdown
-
-
-def _wait_for(cond, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
 
 def test_an_every_frame_stream_closed_unread_releases_its_connection() -> None:
-    server, shutdown = _mjpeg_server()
-    try:
+    with mjpeg_server() as server:
         src = open_source(f"http://127.0.0.1:{server.port}/stream.mjpg", live=False, timeout=5.0)
         assert not src.live
-        assert _wait_for(lambda: server.clients == 1), "FFmpeg did not connect"
+        assert wait_for(lambda: server.clients == 1), "FFmpeg did not connect"
         src.close()  # never iterated
-        assert _wait_for(lambda: server.clients == 0), "the capture still holds the connection"
+        assert wait_for(lambda: server.clients == 0), "the capture still holds the connection"
         assert list(src) == []
-    finally:
-        shutdown()
 
 
 def test_opening_a_stream_never_changes_the_environment(monkeypatch) -> None:

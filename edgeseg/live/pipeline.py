@@ -126,7 +126,8 @@ def stream(runtime: Any, source: Any, *, sinks: Sequence[Any] = (), max_frames: 
       glob, URL, GStreamer pipeline, ``"picamera"``) or an open :class:`~edgeseg.live.sources.Source`;
       ``source_options`` (``width``, ``height``, ``fps``, ``live``, ``reconnect_timeout``...) go to it.
     - ``sinks``: objects with ``write(packet)`` and ``close()`` (see :mod:`edgeseg.live.sinks`), fed in order
-      in their own thread before each result is handed to you.
+      in their own thread before each result is handed to you; a sink's optional ``poll()`` is called
+      from the thread iterating the stream (for GUI work, which needs the main thread).
     - ``max_frames``: stop after this many frames.
     - ``pipelined=False`` runs every stage in the calling thread, one frame at a time (the reference
       the pipeline benchmark compares against).

@@ -22,7 +22,6 @@ exponential backoff and logs each attempt on the ``edgeseg.live.sources`` logger
 from __future__ import annotations
 
 import contextlib
-import glob as globlib
 import logging
 import os
 import platform
@@ -35,8 +34,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, EdgesegError, ImageReadError, InputError, SourceError
-from ..io import IMAGE_SUFFIXES, read_image, to_bgr
+from ..errors import BackendUnavailableError, EdgesegError, InputError, SourceError
+from ..io import IMAGE_SUFFIXES, list_files, read_image, to_bgr
 
 __all__ = [
     "Frame",
@@ -145,9 +144,10 @@ def _is_image(path: Union[str, Path]) -> bool:
 class FileSource(Source):
     """Image files and video files read in order, every frame (not live).
 
-    ``paths`` may mix images (one frame each) and videos (all their frames). Unreadable images are
-    skipped with a warning (counted in ``stats["skipped"]``); a video that cannot be opened raises
-    :class:`SourceError`.
+    ``paths`` may mix images (one frame each) and videos (all their frames). Unreadable images (and,
+    among several files, videos that cannot be opened) are skipped with a warning, counted in
+    ``stats["skipped"]`` and listed in :attr:`failures` as ``(path, message)``; a single video that
+    cannot be opened raises :class:`SourceError`.
     """
 
     live = False
@@ -160,6 +160,7 @@ class FileSource(Source):
         self._closed = False
         self._count = 0
         self._skipped = 0
+        self.failures: List[Tuple[str, str]] = []
         self._cap: Any = None
         self.fps = None
         self.total = None
@@ -192,13 +193,18 @@ class FileSource(Source):
             if _is_image(path):
                 try:
                     img = read_image(path)
-                except ImageReadError as exc:
-                    self._skipped += 1
-                    log.warning("skipping %s", exc)
+                except EdgesegError as exc:  # undecodable, not a file, unsupported dtype, too large
+                    self._skip(path, exc)
                     continue
                 yield self._frame(img, path)
                 continue
-            cap = self._cap if self._cap is not None else self._open_video(path)
+            try:
+                cap = self._cap if self._cap is not None else self._open_video(path)
+            except SourceError as exc:
+                if len(self.paths) == 1:
+                    raise
+                self._skip(path, exc)
+                continue
             self._cap = None
             try:
                 while not self._closed and not (stop is not None and stop.is_set()):
@@ -208,6 +214,11 @@ class FileSource(Source):
                     yield self._frame(img, path)
             finally:
                 cap.release()
+
+    def _skip(self, path: Path, exc: BaseException) -> None:
+        self._skipped += 1
+        self.failures.append((str(path), str(exc)))
+        log.warning("skipping %s", exc)
 
     def _frame(self, img: np.ndarray, path: Path) -> Frame:
         f = Frame(image=img if img.ndim == 3 and img.shape[2] == 3 else to_bgr(img), index=self._count,
@@ -585,6 +596,10 @@ def open_source(spec: Union[str, int, Path, Source], *, width: Optional[int] = N
         return LiveSource(lambda: _PiCamera(num, width, height, fps), f"picamera {num}", fps=fps, **live_kw)
     if kind == "gstreamer":
         return LiveSource(lambda: _open_gstreamer(s), "gstreamer", **live_kw)
+    if kind == "stream" and _image_url(s):  # http(s)://host/img.jpg: one image, fetched with a timeout
+        from .url_image import UrlImageSource
+
+        return UrlImageSource(s, timeout=timeout)
     if kind == "stream":
         if live is False:
             cap = _open_stream(s, timeout)
@@ -592,18 +607,8 @@ def open_source(spec: Union[str, int, Path, Source], *, width: Optional[int] = N
         return LiveSource(lambda: _open_stream(s, timeout), _redact(s), **live_kw)
     if kind == "unknown-scheme":
         raise SourceError(f"{s}: unsupported URL scheme (expected one of {', '.join(STREAM_SCHEMES)})")
-    if kind == "folder":
-        files = sorted(p for p in Path(s).iterdir() if p.is_file() and not p.name.startswith(".")
-                       and (_is_image(p) or p.suffix.lower() in _video_suffixes()))
-        if not files:
-            raise SourceError(f"{s}: folder holds no images or videos (expected files such as "
-                              f"{', '.join(IMAGE_SUFFIXES[:4])} or .mp4)")
-        return FileSource(files, name=s)
-    if kind == "glob":
-        files = sorted(Path(p) for p in globlib.glob(os.path.expanduser(s), recursive=True) if os.path.isfile(p))
-        if not files:
-            raise SourceError(f"{s}: the pattern matches no files")
-        return FileSource(files, name=s)
+    if kind in ("folder", "glob"):
+        return FileSource(list_files(s), name=s)  # the project's one file lister
     p = Path(os.path.expanduser(s))
     if not p.exists():
         found = list_cameras()
@@ -614,10 +619,12 @@ def open_source(spec: Union[str, int, Path, Source], *, width: Optional[int] = N
     return FileSource([p], name=str(p))
 
 
-def _video_suffixes() -> Tuple[str, ...]:
-    from ..io import VIDEO_SUFFIXES
+def _image_url(url: str) -> bool:
+    """An http(s) URL whose path ends in an image suffix (read as one image, not as a stream)."""
+    from urllib.parse import urlsplit
 
-    return VIDEO_SUFFIXES + (".gif",)
+    parts = urlsplit(url)
+    return parts.scheme.lower() in ("http", "https") and _is_image(parts.path)
 
 
 class _StreamFile(Source):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple, TypeVar
@@ -102,6 +104,52 @@ def is_tty() -> bool:
 
 
 # -- sinks and streams, shared by `run` and `predict` ------------------------------------------------
+
+class _TqdmHandler(logging.Handler):
+    """Log lines that do not tear the progress bar apart."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+class _NoSkipLines(logging.Filter):
+    """``predict`` lists the inputs it skipped at the end: their per-file warnings are not repeated."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("skipping ")
+
+
+def setup_logging(verbose: bool, list_skips_at_end: bool = False) -> None:
+    """edgeseg's log lines on stderr as ``edgeseg: ...`` above the progress bar; OpenCV/FFmpeg quiet
+    unless ``verbose``."""
+    root = logging.getLogger("edgeseg")
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    if not any(isinstance(h, _TqdmHandler) for h in root.handlers):
+        handler = _TqdmHandler()
+        handler.setFormatter(logging.Formatter("edgeseg: %(message)s"))
+        root.addHandler(handler)
+        root.propagate = False
+    for h in root.handlers:
+        if isinstance(h, _TqdmHandler):
+            for f in [f for f in h.filters if isinstance(f, _NoSkipLines)]:
+                h.removeFilter(f)
+            if list_skips_at_end:
+                h.addFilter(_NoSkipLines())
+    if not verbose:
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own chatter about dropped streams
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+        try:
+            import cv2
+
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        except Exception:  # pragma: no cover - very old OpenCV
+            pass
+
 
 def sink_options(command: str) -> Callable[[F], F]:
     """Decorator: the options of every sink that ``command`` offers, read from the sink registry

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from .common import (drive, echo_err, echo_failures, failures_of, is_single_image, model_options, open_input,
-                     pop_sink_options, runtime_kwargs, sink_options, start_stream, translate_errors)
+                     pop_sink_options, runtime_kwargs, setup_logging, sink_options, start_stream, translate_errors)
 
 
 @click.command()
@@ -41,6 +41,7 @@ def predict(**kw: Any) -> None:
     from ..runtime import Runtime
 
     source, retina, quiet = kw.pop("source"), kw.pop("retina_masks"), kw.pop("quiet")
+    setup_logging(False, list_skips_at_end=True)
     rt_kw = runtime_kwargs(kw)
     sink_opts = pop_sink_options(kw, "predict")
     with Runtime(retina_masks=retina, **rt_kw) as rt:

@@ -2,48 +2,15 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
 from .common import (drive, echo_err, echo_failures, failures_of, is_single_image, model_options, open_input,
-                     pop_sink_options, runtime_kwargs, sink_options, start_stream, translate_errors)
+                     pop_sink_options, runtime_kwargs, setup_logging, sink_options, start_stream, translate_errors)
 
 log = logging.getLogger("edgeseg.run")
-
-
-class _TqdmHandler(logging.Handler):
-    """Log lines that do not tear the progress bar apart."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            from tqdm import tqdm
-
-            tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # pragma: no cover - logging must never raise
-            self.handleError(record)
-
-
-def _setup_logging(verbose: bool) -> None:
-    root = logging.getLogger("edgeseg")
-    root.setLevel(logging.INFO if verbose else logging.WARNING)
-    if not any(isinstance(h, _TqdmHandler) for h in root.handlers):
-        handler = _TqdmHandler()
-        handler.setFormatter(logging.Formatter("edgeseg: %(message)s"))
-        root.addHandler(handler)
-        root.propagate = False
-    if not verbose:
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own chatter about dropped streams
-        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-        try:
-            import cv2
-
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-        except Exception:  # pragma: no cover - very old OpenCV
-            pass
 
 
 def _board(board: Optional[str], explicit: Dict[str, Any], model: Path) -> Dict[str, Any]:
@@ -119,7 +86,7 @@ def run(**kw: Any) -> None:
     """
     from ..live.sinks import SinkContext
 
-    _setup_logging(kw.pop("verbose"))
+    setup_logging(kw.pop("verbose"))
     quiet, max_frames, pipelined = kw.pop("quiet"), kw.pop("max_frames"), not kw.pop("no_pipeline")
     rt_kw = runtime_kwargs(kw)
     spec, src_kw, backend_options, board_imgsz = _resolve_input(kw, rt_kw)
@@ -143,7 +110,7 @@ def run(**kw: Any) -> None:
         echo_err("edgeseg: " + ("stopped by signal; " if st.signalled else "") + _summary_line(st.summary()))
         for line in _sink_lines(st.sinks):
             echo_err(f"edgeseg: {line}")
-        echo_failures(failures)
+    echo_failures(failures)  # even with -q: these are errors
 
 
 def _resolve_input(kw: Dict[str, Any], rt_kw: Dict[str, Any]) -> Tuple[Any, Dict[str, Any], Dict[str, Any], Optional[int]]:

@@ -93,7 +93,8 @@ def stream(runtime: Any, source: Any, *, sinks: Sequence[Any] = (), max_frames: 
       the pipeline benchmark compares against).
     - ``handle_signals``: SIGINT/SIGTERM/SIGHUP stop the stream cleanly (main thread only).
     - ``skip_errors``: for file sources, a frame whose preprocessing, inference or postprocessing
-      raises an edgeseg error is dropped and listed in :attr:`Stream.failures` instead of ending the stream.
+      raises is dropped and listed in :attr:`Stream.failures` instead of ending the stream
+      (``predict``: one bad file does not lose the results of the others).
 
     Every sink with an ``open()`` is opened before the first frame is read (when one fails, the
     opened ones are closed and the error is raised: nothing was written).
@@ -262,14 +263,17 @@ class Stream:
                 return self._do_sinks(item)
 
     def _run_body(self, body: Callable[[_Item], Any], item: _Item) -> bool:
-        """Run a stage on ``item``; with ``skip_errors``, an edgeseg error drops the frame (False)."""
+        """Run a stage on ``item``; with ``skip_errors``, an error drops the frame (False) and is
+        listed in :attr:`failures` (vendor errors with their type: they are reported, not hidden)."""
         try:
             body(item)
-        except EdgesegError as exc:
+        except Exception as exc:
             if not self.skip_errors:
                 raise
             path = str(item.frame.path or f"frame {item.frame.index}")
-            message = str(exc) if path in str(exc) else f"{path}: {exc}"  # the path once, not twice
+            kind = type(exc).__name__ if type(exc).__module__ == "builtins" else f"{type(exc).__module__}.{type(exc).__name__}"
+            text = str(exc).strip() if isinstance(exc, EdgesegError) else f"{kind}: {str(exc).strip()}"
+            message = text if path in text else f"{path}: {text}"  # the path once, not twice
             self.failures.append((path, message))
             log.warning("skipping %s", message)
             return False

@@ -3,7 +3,6 @@ for a single image). The ``--save`` option itself is in :mod:`.save`."""
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -15,8 +14,6 @@ from .base import Packet, Sink
 from .video import VideoSink
 
 __all__ = ["FramesSink", "ImageSink"]
-
-log = logging.getLogger("edgeseg.live.sinks")
 
 
 def _encode(img: object, suffix: str, quality: int, what: str) -> bytes:

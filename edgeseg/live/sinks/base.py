@@ -12,7 +12,7 @@ leaves any previous output as it was.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
@@ -130,7 +130,6 @@ class SinkContext:
     source_name: str = ""
     single_image: bool = False
     model: str = ""
-    extra: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

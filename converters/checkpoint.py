@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -297,17 +296,15 @@ def save_checkpoint(loaded: LoadedModel, out: Union[str, Path], half: bool = Fal
         raise ModelLoadError("save_checkpoint needs an unfused model (fusing drops the BatchNorm parameters)")
     config = loaded.config()
     state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in loaded.model.state_dict().items()}
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
+    if out.suffix.lower() not in (".safetensors", ".pt", ".pth"):
+        raise ModelLoadError(f"edgeseg checkpoints end in .safetensors or .pt, got {out.name!r}")
+    from edgeseg.io import atomic_write
+
+    with atomic_write(out) as tmp:
         if out.suffix.lower() == ".safetensors":
             from safetensors.torch import save_file
 
             save_file(state, str(tmp), metadata={FORMAT_NAME: json.dumps(config)})
-        elif out.suffix.lower() in (".pt", ".pth"):
-            torch.save({FORMAT_NAME: config, "state_dict": state}, tmp)
         else:
-            raise ModelLoadError(f"edgeseg checkpoints end in .safetensors or .pt, got {out.name!r}")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+            torch.save({FORMAT_NAME: config, "state_dict": state}, tmp)
     return out

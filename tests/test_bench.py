@@ -102,7 +102,7 @@ def test_in_process_and_skips(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not HAS_TORCH, reason="converting a .pt needs torch (pip install 'edgeseg[convert]')")
 def test_convert_checkpoint_to_each_backend_format(tmp_path: Path) -> None:
-    from edgeseg.converters.export import EXPORT_FORMATS
+    from edgeseg.converters.export.registry import exporters
 
     settings = BenchSettings(runs=1, warmup=0, isolate=False, convert=True, imgsz=320, image=str(BUS),
                              backends=["onnxruntime", "coreml"])
@@ -110,7 +110,7 @@ def test_convert_checkpoint_to_each_backend_format(tmp_path: Path) -> None:
     results = {(r.backend, r.status): r for r in report.results}
     onnx = results[("onnxruntime", "ok")]
     assert onnx.origin == "exported from yolov8n-seg-coco.pt" and onnx.imgsz == [320, 320] and onnx.detections >= 1
-    if "coreml" not in EXPORT_FORMATS:
+    if "coreml" not in {e.backend for e in exporters().values()}:
         assert "cannot produce 'coreml'" in results[("coreml", "skipped")].reason
     assert "(exported from yolov8n-seg-coco.pt)" in to_markdown(report)
 

@@ -2,7 +2,10 @@
 
 Ultralytics checkpoint (a torch zip of a pickled ``dict``): ``{"model": SegmentationModel,
 "ema": SegmentationModel or None, "train_args": {...}, ...}``. It is read with
-:mod:`.unpickle` (nothing from the file is executed, Ultralytics is not needed). The pickled
+:mod:`.unpickle`, never with ``torch.load``: the zip layout is checked first (TorchScript archives
+and every other layout are refused before anything is unpickled), the pickle is pre-scanned and
+unpickled into inert placeholders, and tensors are read only after their shapes fit the
+architecture. Nothing from the file is executed; Ultralytics is not needed. The pickled
 model's ``yaml`` attribute is the architecture description; ``names`` the class names;
 ``args["imgsz"]`` (or the checkpoint's ``train_args``) the training image size.
 
@@ -11,7 +14,7 @@ edgeseg checkpoint, two containers with the same content — the weights plus a 
 "imgsz": [h, w], "task": "segment"}``:
 
 * ``.safetensors``: the config string under the header metadata key ``"edgeseg"``;
-* ``.pt``: ``torch.save({"edgeseg": config, "state_dict": {...}})`` (loads with ``weights_only=True``).
+* ``.pt``: ``torch.save({"edgeseg": config, "state_dict": {...}})`` (also loads with ``torch.load(weights_only=True)``).
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ import torch
 from edgeseg.errors import ModelLoadError
 
 from .model import SegmentationModel
-from .unpickle import Placeholder, module_tree_state_dict, pickle_module
+from .unpickle import Placeholder, TensorRef, TorchArchive, module_tree_state_dict, read_checkpoint
 
 __all__ = ["LoadedModel", "load_model", "new_model", "save_checkpoint", "sha256_file", "CHECKPOINT_SUFFIXES"]
 
@@ -98,14 +101,17 @@ def load_model(path: Union[str, Path]) -> LoadedModel:
     if path.suffix.lower() == ".safetensors":
         config, state = _read_safetensors(path)
         return _from_config(path, digest, config, state)
-    obj = _read_pickle(path)
-    if isinstance(obj, dict) and FORMAT_NAME in obj:
-        config = obj[FORMAT_NAME]
-        state = obj.get("state_dict")
-        if not isinstance(config, dict) or not isinstance(state, dict):
-            raise ModelLoadError(f"{path}: edgeseg checkpoint without a config dict and a state_dict")
-        return _from_config(path, digest, config, state)
-    return _from_ultralytics(path, digest, obj)
+    obj, archive = _read_pickle(path)
+    try:
+        if isinstance(obj, dict) and FORMAT_NAME in obj:
+            config = obj[FORMAT_NAME]
+            state = obj.get("state_dict")
+            if not isinstance(config, dict) or not isinstance(state, dict):
+                raise ModelLoadError(f"{path}: edgeseg checkpoint without a config dict and a state_dict")
+            return _from_config(path, digest, config, state)
+        return _from_ultralytics(path, digest, obj)
+    finally:
+        archive.close()
 
 
 def new_model(family: str = "yolov8-seg", scale: str = "n", nc: int = 80, names: Optional[Dict[int, str]] = None,
@@ -125,16 +131,14 @@ def new_model(family: str = "yolov8-seg", scale: str = "n", nc: int = 80, names:
 # --------------------------------------------------------------------------- reading
 
 
-def _read_pickle(path: Path) -> Any:
+def _read_pickle(path: Path) -> Tuple[Any, TorchArchive]:
+    """Unpickle a torch.save zip through :mod:`.unpickle` (never ``torch.load``, never TorchScript)."""
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(
             f"{path}: not a PyTorch checkpoint (expected a torch zip archive as written by torch.save, "
             f"found {_sniff(path)})"
         )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=pickle_module)
-    except Exception as exc:  # corrupt zip, truncated pickle, missing storages...
-        raise ModelLoadError(f"{path}: could not read the checkpoint ({type(exc).__name__}: {exc})") from exc
+    return read_checkpoint(path)
 
 
 def _sniff(path: Path) -> str:
@@ -182,7 +186,7 @@ def _from_config(path: Path, digest: str, config: Dict[str, Any], state: Dict[st
 def _from_ultralytics(path: Path, digest: str, ckpt: Any) -> LoadedModel:
     if not isinstance(ckpt, dict):
         raise ModelLoadError(f"{path}: expected a checkpoint dict with a 'model' entry, found {_describe(ckpt)}")
-    if all(isinstance(v, torch.Tensor) for v in ckpt.values()) and ckpt:
+    if all(isinstance(v, TensorRef) for v in ckpt.values()) and ckpt:
         raise ModelLoadError(
             f"{path}: found a bare state_dict ({len(ckpt)} tensors) without an architecture; "
             "expected an Ultralytics checkpoint or an edgeseg checkpoint"
@@ -206,7 +210,7 @@ def _from_ultralytics(path: Path, digest: str, ckpt: Any) -> LoadedModel:
     if isinstance(names, (list, tuple)):
         names = dict(enumerate(names))
     names = {int(k): str(v) for k, v in (names or {}).items()}
-    state = module_tree_state_dict(net)
+    state = module_tree_state_dict(net, str(path))
     model = _build(path, arch, names, state)
     args = attrs.get("args") if isinstance(attrs.get("args"), dict) else ckpt.get("train_args") or {}
     imgsz = _imgsz(args.get("imgsz", 640) if isinstance(args, dict) else 640)
@@ -224,12 +228,15 @@ def _from_ultralytics(path: Path, digest: str, ckpt: Any) -> LoadedModel:
 def _build(path: Path, arch: Dict[str, Any], names: Dict[int, str], state: Dict[str, Any]) -> SegmentationModel:
     model = SegmentationModel(arch, names or None)
     ours = model.state_dict()
+    bad = sorted(str(k) for k, v in state.items() if not isinstance(v, (TensorRef, torch.Tensor)))
+    if bad:
+        raise ModelLoadError(f"{path}: state_dict entries that are not tensors: {', '.join(bad[:3])}")
     missing = sorted(set(ours) - set(state))
-    unexpected = sorted(set(state) - set(ours))
+    unexpected = sorted(map(str, set(state) - set(ours)))
     wrong = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(ours[k].shape)})"
+        f"{k} {_shape(state[k])} (expected {tuple(ours[k].shape)})"
         for k in ours
-        if k in state and tuple(state[k].shape) != tuple(ours[k].shape)
+        if k in state and _shape(state[k]) != tuple(ours[k].shape)
     ]
     if missing or unexpected or wrong:
         parts = []
@@ -243,8 +250,14 @@ def _build(path: Path, arch: Dict[str, Any], names: Dict[int, str], state: Dict[
             f"{path}: the weights do not fit the architecture {_arch_name(arch)!r} "
             f"(nc={arch.get('nc')}, scale={arch.get('scale')!r}): " + "; ".join(parts)
         )
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    tensors = {k: v.materialize() if isinstance(v, TensorRef) else v for k, v in state.items()}
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
     return model.float().eval()
+
+
+def _shape(v: Any) -> Tuple[Any, ...]:
+    shape = v.shape
+    return tuple(shape) if isinstance(shape, (tuple, list, torch.Size)) else (shape,)
 
 
 def _guess_scale(arch: Dict[str, Any]) -> str:

@@ -4,7 +4,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
+import struct
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Sequence, Type, Union
 
@@ -18,31 +21,67 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".j
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 
 
-def read_image(path: PathLike) -> np.ndarray:
+def read_image(path: PathLike, max_pixels: Optional[int] = None) -> np.ndarray:
     """Read an image file as an HxWx3 uint8 BGR array (OpenCV order).
 
-    Grayscale, alpha and 16-bit files are converted. Raises :class:`ImageReadError` naming the path.
+    Grayscale, alpha, 16-bit and float files are converted (see :func:`to_bgr`). The size the
+    header declares is read first and the file is decoded only when ``width x height`` is within
+    ``max_pixels`` (default: ``$EDGESEG_MAX_IMAGE_PIXELS``, else 100 MP; 0 = no budget) and its
+    format is one OpenCV decodes here (:mod:`edgeseg.imagesize`). Raises :class:`ImageReadError`
+    naming the path for a missing, unreadable, unrecognized, over-budget or undecodable file.
     """
     import cv2
 
+    from .imagesize import MAX_PIXELS_ENV, declared_size, max_image_pixels
+
     p = Path(path)
-    if not p.is_file():
-        raise ImageReadError(f"{p}: image not found" if not p.exists() else f"{p}: not a file")
+    shown = str(p) if len(str(p)) <= 200 else f"{str(p)[:120]}...{str(p)[-60:]} ({len(str(p))} characters)"
+    budget = max_image_pixels() if max_pixels is None else max_pixels
     try:
-        data = np.fromfile(str(p), dtype=np.uint8)  # works for non-ASCII paths, unlike cv2.imread
-    except OSError as exc:
-        raise ImageReadError(f"{p}: cannot read file: {exc}") from exc
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageReadError(f"{shown}: not a regular file (a folder, FIFO or device)")
+        with open(p, "rb") as f:
+            try:
+                declared = declared_size(f)
+            except (ValueError, struct.error) as exc:
+                raise ImageReadError(f"{shown}: corrupt image header ({exc})") from exc
+            if declared is None:
+                raise ImageReadError(
+                    f"{shown}: not a recognized image (expected JPEG/PNG/BMP/TIFF/WebP/GIF/AVIF/JPEG 2000/PNM, "
+                    f"{st.st_size} bytes starting with {f.read(8)!r})"
+                )
+            kind, w, h = declared
+            if w < 1 or h < 1:
+                raise ImageReadError(f"{shown}: {kind} header declares an empty image ({w}x{h})")
+            if budget and w * h > budget:
+                raise ImageReadError(
+                    f"{shown}: {kind} header declares {w}x{h} = {w * h / 1e6:.0f} MP, above the pixel budget of "
+                    f"{budget / 1e6:g} MP (raise it with {MAX_PIXELS_ENV}=<pixels> or read_image(max_pixels=...))"
+                )
+            f.seek(0)
+            data = np.frombuffer(f.read(), dtype=np.uint8)  # any path, unlike cv2.imread
+    except OSError as exc:  # ENAMETOOLONG, EACCES, ENOENT, EIO...
+        what = "image not found" if isinstance(exc, FileNotFoundError) else f"cannot read file ({exc.strerror or exc})"
+        raise ImageReadError(f"{shown}: {what}") from exc
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as exc:  # sizes above OpenCV's own limits, codec failures
+        raise ImageReadError(f"{shown}: OpenCV cannot decode this {kind} ({w}x{h}): {str(exc).strip()[-200:]}") from exc
     if img is None:
-        raise ImageReadError(f"{p}: not a decodable image (expected JPEG/PNG/BMP/TIFF/WebP, {data.size} bytes found)")
-    return to_bgr(img, what=str(p))
+        raise ImageReadError(f"{shown}: not a decodable image ({kind} header, {data.size} bytes found)")
+    try:
+        return to_bgr(img, what=shown)
+    except InputError as exc:
+        raise ImageReadError(str(exc)) from exc
 
 
 def to_bgr(img: Any, what: str = "image") -> np.ndarray:
     """Validate an image array and convert it to contiguous HxWx3 uint8 BGR.
 
-    Accepts HxW (gray), HxWx1, HxWx3 (BGR), HxWx4 (BGRA); uint8, uint16 (scaled by 1/257),
-    float (0-1 range). Raises :class:`InputError` for anything else.
+    Accepts HxW (gray), HxWx1, HxWx3 (BGR), HxWx4 (BGRA); uint8, uint16 (scaled by 1/257), bool,
+    float in 0-1. A float image whose values exceed 1.0 is taken as 0-255 (with a warning, once
+    per call site), never silently clipped to white. Raises :class:`InputError` for anything else.
     """
     import cv2
 
@@ -59,9 +98,20 @@ def to_bgr(img: Any, what: str = "image") -> np.ndarray:
     elif np.issubdtype(img.dtype, np.floating):
         if not np.isfinite(img).all():
             raise InputError(f"{what}: float image contains NaN or infinity")
-        img = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        lo, hi = float(img.min()), float(img.max())
+        scale = 255.0
+        if hi > 1.0 + 1e-6:
+            scale = 1.0
+            warnings.warn(
+                f"{what}: float image with values up to {hi:g} (expected 0-1): read as 0-255"
+                + (", values above 255 clipped" if hi > 255.0 else ""),
+                stacklevel=2,
+            )
+        elif lo < 0.0:
+            warnings.warn(f"{what}: float image with values down to {lo:g} (expected 0-1): clipped at 0", stacklevel=2)
+        img = np.clip(img * scale + 0.5, 0, 255).astype(np.uint8)
     elif img.dtype != np.uint8:
-        raise InputError(f"{what}: expected dtype uint8 (or uint16/float), found {img.dtype}")
+        raise InputError(f"{what}: expected dtype uint8 (or uint16/bool/float), found {img.dtype}")
     if img.ndim == 2 or img.shape[2] == 1:
         img = cv2.cvtColor(img.reshape(img.shape[0], img.shape[1]), cv2.COLOR_GRAY2BGR)
     elif img.shape[2] == 4:

@@ -25,6 +25,7 @@ class Results:
     - ``orig_shape``: (H, W) of the source image
     - ``path``: source file, if any; ``image``: the source BGR image, if kept (for :meth:`plot`)
     - ``speed``: milliseconds per stage: ``preprocess``, ``inference``, ``postprocess`` (streams add more)
+    - ``track_ids``: (N,) int64 track id per detection when a tracker ran (-1: no confirmed track), else None
 
     Boolean or integer indexing selects detections: ``res[res.scores > 0.5]``.
     """
@@ -38,6 +39,7 @@ class Results:
     path: Optional[str] = None
     image: Optional[np.ndarray] = field(default=None, repr=False)
     speed: Dict[str, float] = field(default_factory=dict)
+    track_ids: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -52,6 +54,13 @@ class Results:
         if self.masks is not None and len(self.masks) != n:
             raise InputError(f"Results: {n} detections but {len(self.masks)} masks")
         self.orig_shape = (int(self.orig_shape[0]), int(self.orig_shape[1]))
+        if self.track_ids is not None:
+            ids = np.asarray(self.track_ids)
+            if ids.dtype.kind not in "iu" and not (ids.size == 0 and ids.dtype.kind == "f"):
+                raise InputError(f"Results: track_ids must be integers (-1 for none), found dtype {ids.dtype}")
+            self.track_ids = ids.astype(np.int64, copy=False).reshape(-1)
+            if len(self.track_ids) != n:
+                raise InputError(f"Results: {n} detections but {len(self.track_ids)} track_ids")
 
     # -- container protocol -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -69,6 +78,7 @@ class Results:
             path=self.path,
             image=self.image,
             speed=dict(self.speed),
+            track_ids=self.track_ids[idx] if self.track_ids is not None else None,
         )
 
     def __repr__(self) -> str:
@@ -103,6 +113,8 @@ class Results:
                 "score": round(float(self.scores[i]), 5),
                 "box": [round(float(v), 2) for v in self.boxes[i]],
             }
+            if self.track_ids is not None:
+                d["track_id"] = int(self.track_ids[i])
             if mask_views[i] is not None:
                 d["polygons" if masks == "polygon" else "mask_rle"] = mask_views[i]
             dets.append(d)
@@ -118,9 +130,11 @@ class Results:
         return json.dumps(self.to_dict(masks=masks), **kwargs)
 
     def plot(self, image: Optional[np.ndarray] = None, boxes: bool = True, masks: bool = True,
-             labels: bool = True, alpha: float = 0.5, line_width: Optional[int] = None) -> np.ndarray:
+             labels: bool = True, alpha: float = 0.5, line_width: Optional[int] = None,
+             trails: Optional[Dict[int, np.ndarray]] = None) -> np.ndarray:
         """An annotated copy of the source image (BGR uint8). Pass ``image`` when the result was
-        made without keeping it."""
+        made without keeping it. Tracked results are coloured by track id and labelled ``#id``;
+        ``trails`` ({track id: (K, 2) points, oldest first}, kept by the tracker) draws their paths."""
         from .plotting import draw
 
         img = image if image is not None else self.image
@@ -128,4 +142,5 @@ class Results:
             raise InputError("Results.plot: this result holds no image; pass image=<the source BGR array>")
         if img.shape[:2] != self.orig_shape:
             raise InputError(f"Results.plot: image is {img.shape[1]}x{img.shape[0]}, expected {self.orig_shape[1]}x{self.orig_shape[0]}")
-        return draw(img, self, boxes=boxes, masks=masks, labels=labels, alpha=alpha, line_width=line_width)
+        return draw(img, self, boxes=boxes, masks=masks, labels=labels, alpha=alpha, line_width=line_width,
+                    trails=trails)

@@ -8,20 +8,20 @@ Scene (640x360, 30 fps, ``N_FRAMES`` frames); later objects are drawn in front o
 ====  =====  ========  ===============================================================
 id    class  size      path
 ====  =====  ========  ===============================================================
-1     0      60x140    left to right at y=200 (x 40 -> 600)
-2     0      60x140    right to left at y=210 (x 600 -> 40): crosses 1 in front of it
-3     2      120x70    top-left to bottom-right (100,60 -> 540,320)
-4     0      50x120    from frame 20, top to bottom at x=480 (y -40 -> 420: leaves the frame)
+1     0      64x150    a person, left to right at y=200 (x 40 -> 600)
+2     0      64x150    a person, right to left at y=215 (x 600 -> 40): passes in front of 1
+3     0      80x190    a person nearer the camera, from (560,60) down to (420,330): passes in front of 2
+4     0      50x120    a person, from frame 20 top to bottom at x=160 (y -40 -> 420: leaves the frame)
 ====  =====  ========  ===============================================================
 
 Known analytics (box centres): line ``h`` (0,180)-(640,180), drawn left to right: 3 and 4 move down
-across it: in 2, out 0. Line ``v`` (320,0)-(320,360), drawn downwards: in is right-to-left:
-2 in; 1 and 3 out. Zone ``right`` = x 400-640: 2 starts inside and leaves; 4, 1 and 3 enter; at the
-end 1 and 3 are inside, 4 left the frame (its track expires only after ``track_buffer``).
+across it: in 2, out 0. Line ``v`` (320,0)-(320,360), drawn downwards (in is right to left): 2 in,
+1 out. Zone ``right`` = x 400-640: 2 and 3 start inside, 2 leaves at frame 35.4 (dwell 1.18 s),
+1 enters at frame 63.6: 3 entered, 1 exited, 2 inside at the end.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -29,14 +29,15 @@ W, H, FPS, N_FRAMES = 640, 360, 30.0, 100
 
 #: id -> (class, (w, h), [(frame, cx, cy), ...] keyframes, first frame)
 OBJECTS: Dict[int, Tuple[int, Tuple[int, int], List[Tuple[float, float, float]], int]] = {
-    1: (0, (60, 140), [(0, 40, 200), (N_FRAMES - 1, 600, 200)], 0),
-    2: (0, (60, 140), [(0, 600, 210), (N_FRAMES - 1, 40, 210)], 0),
-    3: (2, (120, 70), [(0, 100, 60), (N_FRAMES - 1, 540, 320)], 0),
-    4: (0, (50, 120), [(20, 480, -40), (80, 480, 420)], 20),
+    1: (0, (64, 150), [(0, 40, 200), (N_FRAMES - 1, 600, 200)], 0),
+    2: (0, (64, 150), [(0, 600, 215), (N_FRAMES - 1, 40, 215)], 0),
+    3: (0, (80, 190), [(0, 560, 60), (N_FRAMES - 1, 420, 330)], 0),
+    4: (0, (50, 120), [(20, 160, -40), (80, 160, 420)], 20),
 }
 LINES = {"h": "h=0,180,640,180", "v": "v=320,0,320,360"}
 ZONES = {"right": "right=400,0,640,0,640,360,400,360"}
-EXPECTED_LINES = {"h": {"in": 2, "out": 0}, "v": {"in": 1, "out": 2}}
+EXPECTED_LINES = {"h": {"in": 2, "out": 0}, "v": {"in": 1, "out": 1}}
+EXPECTED_ZONES = {"right": {"inside": 2, "entered": 3, "exited": 1, "mean_dwell_s": 35.4 / FPS}}
 
 
 def _box(obj: int, f: int) -> Optional[np.ndarray]:
@@ -121,9 +122,27 @@ def noisy_detections(gt: List[Dict[str, np.ndarray]], seed: int = 0, noise: floa
     return out
 
 
+def sprites_from_reference(image: np.ndarray, reference: Dict[str, Any]) -> Dict[int, np.ndarray]:
+    """Cut-outs (BGRA, alpha = the instance mask) for the clip's objects from a real photo and its
+    reference detections (``../shared/assets/reference/*__bus.json``): the two best-scored whole
+    persons, each used twice (mirrored the second time)."""
+    from edgeseg.masks import rle_decode
+
+    people = []
+    for det in sorted(reference["detections"], key=lambda d: -d["score"]):
+        if det["class_id"] != 0:
+            continue
+        x0, y0, x1, y1 = (int(round(v)) for v in det["xyxy"])
+        mask = rle_decode(det["mask_rle"])[y0:y1, x0:x1]
+        people.append(np.dstack([image[y0:y1, x0:x1], (mask * 255).astype(np.uint8)]))
+    if len(people) < 2:
+        raise ValueError(f"the reference needs 2 persons, found {len(people)}")
+    return {1: people[0], 2: people[1], 3: people[0][:, ::-1].copy(), 4: people[1][:, ::-1].copy()}
+
+
 def render(n_frames: int = N_FRAMES, sprites: Optional[Dict[int, np.ndarray]] = None, seed: int = 0) -> List[np.ndarray]:
-    """BGR frames of the scene: a textured background and each object as a filled shape, or as a
-    ``sprites[class]`` image (BGRA, alpha = mask) resized to its box."""
+    """BGR frames of the scene: a textured background and each object as a filled shape, or as
+    ``sprites[object id]`` (BGRA, alpha = mask) resized to its box."""
     import cv2
 
     rng = np.random.default_rng(seed)
@@ -137,9 +156,8 @@ def render(n_frames: int = N_FRAMES, sprites: Optional[Dict[int, np.ndarray]] = 
             if b is None:
                 continue
             x0, y0, x1, y1 = (int(round(v)) for v in b)
-            cls = OBJECTS[o][0]
-            if sprites is not None and cls in sprites:
-                spr = cv2.resize(sprites[cls], (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+            if sprites is not None and o in sprites:
+                spr = cv2.resize(sprites[o], (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
                 sx0, sy0 = max(-x0, 0), max(-y0, 0)
                 sx1, sy1 = spr.shape[1] - max(x1 - W, 0), spr.shape[0] - max(y1 - H, 0)
                 if sx1 <= sx0 or sy1 <= sy0:

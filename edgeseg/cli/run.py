@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional
 import click
 
 from .common import echo_err, model_options, runtime_kwargs, translate_errors
+from .tracking_options import tracking_kwargs, tracking_options, tracking_summary_lines
 
 log = logging.getLogger("edgeseg.run")
 
@@ -65,7 +66,7 @@ def _board(board: Optional[str], explicit: Dict[str, Any], model: Path) -> Dict[
 
 def _summary_line(summary: Dict[str, Any]) -> str:
     ms = summary.get("ms", {})
-    order = ("read", "preprocess", "inference", "postprocess", "sinks", "frame_age")
+    order = ("read", "preprocess", "inference", "postprocess", "track", "sinks", "frame_age")
     stages = ", ".join(f"{k} {ms[k]['median']:.1f}" for k in order if k in ms)
     src = summary.get("source", {})
     extra = []
@@ -104,7 +105,8 @@ def _summary_line(summary: Dict[str, Any]) -> str:
               help="Require this token for --serve (?token=..., or env EDGESEG_TOKEN).")
 @click.option("--mqtt", default=None, metavar="mqtt://HOST[:PORT]/TOPIC",
               help="Publish one JSON message per frame to an MQTT broker (extra 'mqtt').")
-@click.option("--mqtt-on-change", is_flag=True, help="With --mqtt: publish only when the detected classes/counts change.")
+@click.option("--mqtt-on-change", is_flag=True,
+              help="With --mqtt: publish only when the detected classes/counts (or line/zone counts) change.")
 @click.option("--mqtt-qos", type=click.IntRange(0, 2), default=0, show_default=True, help="MQTT quality of service.")
 @click.option("--show", is_flag=True, help="Show an OpenCV window (needs OpenCV with GUI support and a display).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after this many frames.")
@@ -113,6 +115,7 @@ def _summary_line(summary: Dict[str, Any]) -> str:
 @click.option("--no-pipeline", is_flag=True, help="Run the stages one after another in one thread (for comparison).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.option("--verbose", "-v", is_flag=True, help="Log more (connections, saved files, OpenCV/FFmpeg messages).")
+@tracking_options
 @translate_errors
 def run(**kw: Any) -> None:
     """Run a model live on a camera, video, image folder or network stream.
@@ -128,6 +131,7 @@ def run(**kw: Any) -> None:
       edgeseg run -m n-seg.onnx -s clip.mp4 --save out.mp4 --json out.jsonl
       edgeseg run -m n-seg.onnx -s rtsp://cam.local/stream --mqtt mqtt://localhost/edgeseg/cam1 --mqtt-on-change
       edgeseg run -m n-seg.onnx --board auto --camera 0 --serve 0.0.0.0:8080 --token SECRET
+      edgeseg run -m n-seg.onnx -s clip.mp4 --track --count-line door=0,400,1280,400 --json out.jsonl
     """
     from ..errors import InputError
     from ..live.pipeline import stream
@@ -138,6 +142,7 @@ def run(**kw: Any) -> None:
     _setup_logging(kw.pop("verbose"))
     quiet = kw.pop("quiet")
     rt_kw = runtime_kwargs(kw)
+    track_kw = tracking_kwargs(kw)
     camera, source = kw.pop("camera"), kw.pop("source")
     if camera is not None and source is not None:
         raise InputError("give either --camera or --source, not both")
@@ -208,7 +213,7 @@ def run(**kw: Any) -> None:
         raise
 
     st = stream(runtime, src, sinks=sinks, max_frames=kw["max_frames"], pipelined=not kw["no_pipeline"],
-                handle_signals=True)
+                handle_signals=True, **track_kw)
     total = src.total
     if total is not None and kw["max_frames"]:
         total = min(total, kw["max_frames"])
@@ -235,6 +240,8 @@ def run(**kw: Any) -> None:
     summary = st.summary()
     if not quiet:
         echo_err("edgeseg: " + ("stopped by signal; " if st.signalled else "") + _summary_line(summary))
+        for line in tracking_summary_lines(st):
+            echo_err("edgeseg: " + line)
         for s in sinks:
             if isinstance(s, MqttSink):
                 echo_err(f"edgeseg: MQTT {s.url}: {s.sent} sent, {s.dropped} dropped, {s.unchanged} unchanged")

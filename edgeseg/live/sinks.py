@@ -59,28 +59,36 @@ class Packet:
     - ``frame``: the :class:`~edgeseg.live.sources.Frame` (BGR image, capture index, monotonic timestamp)
     - ``result``: its :class:`~edgeseg.results.Results` (``speed`` includes ``frame_age`` and stage ms)
     - ``fps``: the source's nominal frame rate (None when unknown); ``live``: whether frames may be skipped
+    - ``tracks``: the frame's :class:`~edgeseg.live.tracking.FrameTracks` (trails, line/zone counts) when tracking
     """
 
-    def __init__(self, frame: Any, result: Any, fps: Optional[float] = None, live: bool = False) -> None:
+    def __init__(self, frame: Any, result: Any, fps: Optional[float] = None, live: bool = False,
+                 tracks: Any = None) -> None:
         self.frame = frame
         self.result = result
         self.fps = fps
         self.live = live
+        self.tracks = tracks
         self._annotated: Optional[np.ndarray] = None
         self._records: Dict[Optional[str], Dict[str, Any]] = {}
 
     @property
     def annotated(self) -> np.ndarray:
-        """The frame with boxes, labels and masks drawn (BGR uint8, computed once)."""
+        """The frame with boxes, labels and masks drawn (BGR uint8, computed once); with tracking,
+        also track ids, trails, count lines and zones."""
         if self._annotated is None:
-            self._annotated = self.result.plot(self.frame.image)
+            if self.tracks is None:
+                self._annotated = self.result.plot(self.frame.image)
+            else:
+                self._annotated = self.tracks.draw(self.result.plot(self.frame.image, trails=self.tracks.trails))
         return self._annotated
 
     def record(self, masks: Optional[str] = "polygon") -> Dict[str, Any]:
         """The JSON record of this frame: ``frame`` (capture index), ``time`` (capture wall-clock,
         Unix seconds), ``monotonic`` (capture ``time.monotonic()``), then ``Results.to_dict(masks)``
         (``path``, ``image_size``, ``detections``, ``speed_ms`` with the stage timings and
-        ``frame_age``)."""
+        ``frame_age``); with tracking each detection has ``track_id``, and with count lines or zones
+        the record adds ``analytics`` (counts) and ``events`` (this frame's crossings, enters, exits)."""
         if masks not in self._records:
             now_wall, now_mono = time.time(), time.monotonic()
             rec: Dict[str, Any] = {
@@ -91,6 +99,8 @@ class Packet:
             rec.update(self.result.to_dict(masks=masks))
             if rec.get("path") is None:
                 rec["path"] = self.frame.path
+            if self.tracks is not None:
+                rec.update(self.tracks.record())
             self._records[masks] = rec
         return self._records[masks]
 
@@ -341,6 +351,11 @@ class ServeSink(Sink):
                            for n, s, b in zip(res.class_names, res.scores, res.boxes)][:50],
             "image_size": [int(res.orig_shape[1]), int(res.orig_shape[0])],
         }
+        if res.track_ids is not None:
+            for d, t in zip(stats["detections"], res.track_ids):
+                d["track_id"] = int(t)
+        if packet.tracks is not None:
+            stats.update(packet.tracks.record())
         self.server.publish(buf.tobytes(), stats)
 
     def close(self) -> None:
@@ -374,8 +389,9 @@ def parse_mqtt_url(url: str) -> Dict[str, Any]:
 class MqttSink(Sink):
     """One JSON message (:meth:`Packet.record`) per frame to an MQTT broker (paho-mqtt, extra ``mqtt``).
 
-    ``on_change=True`` publishes only when the detected classes and their counts differ from the last
-    message actually delivered (boxes moving do not count), plus the first frame. The client
+    ``on_change=True`` publishes only when the detected classes and their counts, or the line/zone
+    counts when tracking, differ from the last message actually delivered (boxes moving do not
+    count), plus the first frame. The client
     reconnects by itself with a 1-30 s backoff when the broker goes away; messages published while it
     is disconnected are dropped and counted in :attr:`dropped` (never queued without bound).
     """
@@ -402,7 +418,7 @@ class MqttSink(Sink):
         self.sent = 0
         self.dropped = 0
         self.unchanged = 0
-        self._last_key: Optional[Tuple[Tuple[str, int], ...]] = None
+        self._last_key: Optional[Tuple[Any, ...]] = None
         self._last_info: Any = None
         self._connected = threading.Event()
         self._mqtt = mqtt
@@ -442,12 +458,14 @@ class MqttSink(Sink):
 
     def write(self, packet: Packet) -> None:
         res = packet.result
-        key: Optional[Tuple[Tuple[str, int], ...]] = None
+        key: Optional[Tuple[Any, ...]] = None
         if self.on_change:
             counts: Dict[str, int] = {}
             for n in res.class_names:
                 counts[n] = counts.get(n, 0) + 1
             key = tuple(sorted(counts.items()))
+            if packet.tracks is not None:
+                key = (key, packet.tracks.counts_key())
             if key == self._last_key:
                 self.unchanged += 1
                 return

@@ -6,13 +6,14 @@ the middle of its bottom edge (``anchor="bottom"``, where people stand).
 - :class:`CountLine` ``x1,y1,x2,y2``: counts objects whose path crosses the segment. Walking from
   (x1, y1) to (x2, y2), crossing from your left to your right is ``in``, the other way ``out``; on
   screen (y grows downwards), a line drawn left to right counts objects moving *down* as ``in``.
-  A point within ``band`` pixels of the line keeps its previous side (jitter on the line counts
-  nothing), and a track's counted crossings of one line alternate (in, out, in...), so a box
-  wobbling across the line counts at most once each way.
+  A point closer to the line than a tolerance (5 % of the object's smaller box side, at least 2 px)
+  keeps its previous side (jitter on the line counts nothing), and a track's counted crossings of
+  one line alternate (in, out, in...), so a box wobbling across the line counts at most once each way.
 - :class:`Zone` ``x1,y1,x2,y2,x3,y3,...``: a polygon. An object is inside from the first frame its
-  position is in the polygon until it is seen outside or its track ends (a brief occlusion does not
-  empty the zone). ``dwell`` is the time since it entered; objects that left add to ``exited`` and
-  to the mean dwell.
+  position is in the polygon until it is seen outside by more than the same tolerance, or its track
+  ends (a brief occlusion does not empty the zone; an object that leaves the image counts as inside
+  until its track expires after ``track_buffer`` frames). ``dwell_s`` runs from entering to the last
+  frame it was seen inside; objects that left add to ``exited`` and to the mean dwell.
 
 Specs on the command line: ``[name=]x1,y1,x2,y2`` (``--count-line``) and ``[name=]x1,y1,...``
 (``--zone``, at least 3 points); unnamed ones are ``line1``, ``zone1``...
@@ -54,7 +55,6 @@ class CountLine:
     name: str
     p1: Tuple[float, float]
     p2: Tuple[float, float]
-    band: float = 2.0
     counts: Dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0})
 
     def __post_init__(self) -> None:
@@ -65,13 +65,13 @@ class CountLine:
         self._side: Dict[int, Tuple[int, Tuple[float, float]]] = {}  # track -> (side, point on that side)
         self._last: Dict[int, str] = {}  # track -> last counted direction
 
-    def side(self, p: Tuple[float, float]) -> int:
-        """+1 right of p1->p2 (on screen), -1 left, 0 within ``band`` pixels of the infinite line."""
+    def side(self, p: Tuple[float, float], tol: float = 0.0) -> int:
+        """+1 right of p1->p2 (on screen), -1 left, 0 within ``tol`` pixels of the infinite line."""
         (x1, y1), (x2, y2) = self.p1, self.p2
         dx, dy = x2 - x1, y2 - y1
         cross = dx * (p[1] - y1) - dy * (p[0] - x1)
         dist = cross / float(np.hypot(dx, dy))
-        return 0 if abs(dist) <= self.band else (1 if dist > 0 else -1)
+        return 0 if abs(dist) <= tol else (1 if dist > 0 else -1)
 
     def _within(self, a: Tuple[float, float], b: Tuple[float, float]) -> bool:
         """Whether the segment a->b (which changes side) meets the line segment p1->p2."""
@@ -80,9 +80,9 @@ class CountLine:
         d2 = (b[0] - a[0]) * (y2 - a[1]) - (b[1] - a[1]) * (x2 - a[0])
         return d1 * d2 <= 0
 
-    def update(self, track_id: int, point: Tuple[float, float]) -> Optional[str]:
+    def update(self, track_id: int, point: Tuple[float, float], tol: float = 2.0) -> Optional[str]:
         """Feed one object position; returns ``"in"``/``"out"`` when this step counted a crossing."""
-        s = self.side(point)
+        s = self.side(point, tol)
         if s == 0:
             return None
         prev = self._side.get(track_id)
@@ -135,10 +135,22 @@ class Zone:
             xint = ax + (py - ay) * (bx - ax) / (by - ay)
         return (crosses & (px < xint)).sum(axis=1) % 2 == 1
 
-    def update(self, ids: Sequence[int], inside: np.ndarray, now: float) -> List[Dict[str, Any]]:
-        """Feed this frame's observed tracks; returns enter/exit events."""
+    def distance(self, points: np.ndarray) -> np.ndarray:
+        """(N, 2) points -> (N,) distance in pixels to the polygon's outline."""
+        p = np.asarray(points, np.float64).reshape(-1, 1, 2)
+        a, b = self.polygon[None], np.roll(self.polygon, -1, axis=0)[None]
+        ab = b - a
+        t = np.clip(((p - a) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12), 0.0, 1.0)
+        near = a + t[..., None] * ab
+        return np.sqrt(((p - near) ** 2).sum(-1)).min(axis=1)
+
+    def update(self, ids: Sequence[int], points: np.ndarray, tol: np.ndarray, now: float) -> List[Dict[str, Any]]:
+        """Feed this frame's observed tracks (ids, (N, 2) positions, (N,) tolerances in pixels);
+        returns enter/exit events."""
         events: List[Dict[str, Any]] = []
-        for t, ins in zip(ids, inside):
+        inside = self.contains(points)
+        far = self.distance(points) > tol
+        for t, ins, f in zip(ids, inside, far):
             if ins:
                 if t not in self.members:
                     self.members[t] = (now, now)
@@ -146,8 +158,8 @@ class Zone:
                     events.append({"type": "zone", "name": self.name, "event": "enter", "track_id": int(t)})
                 else:
                     self.members[t] = (self.members[t][0], now)
-            elif t in self.members:
-                events.append(self._exit(t, now))
+            elif t in self.members and f:
+                events.append(self._exit(t, self.members[t][1]))
         return events
 
     def _exit(self, t: int, at: float) -> Dict[str, Any]:
@@ -162,12 +174,13 @@ class Zone:
         gone = [t for t in self.members if t not in alive]
         return [self._exit(t, self.members[t][1]) for t in gone]
 
-    def to_dict(self, now: float) -> Dict[str, Any]:
+    def to_dict(self) -> Dict[str, Any]:
         return {
             "inside": len(self.members),
             "entered": self.entered,
             "exited": self.exited,
-            "objects": [{"track_id": int(t), "dwell_s": round(now - since, 3)} for t, (since, _) in sorted(self.members.items())],
+            "objects": [{"track_id": int(t), "dwell_s": round(last - since, 3)}
+                        for t, (since, last) in sorted(self.members.items())],
             "mean_dwell_s": round(self.dwell_total / self.exited, 3) if self.exited else None,
         }
 
@@ -225,16 +238,18 @@ class Analytics:
         self.now = float(now)
         keep = np.asarray(track_ids) >= 0
         ids = [int(t) for t in np.asarray(track_ids)[keep]]
-        pts = self.points(np.asarray(boxes).reshape(-1, 4)[keep])
+        b = np.asarray(boxes, np.float64).reshape(-1, 4)[keep]
+        pts = self.points(b)
+        tol = np.maximum(2.0, 0.05 * np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]))
         events: List[Dict[str, Any]] = []
         for line in self.lines:
-            for t, p in zip(ids, pts):
-                d = line.update(t, (float(p[0]), float(p[1])))
+            for t, p, tl in zip(ids, pts, tol):
+                d = line.update(t, (float(p[0]), float(p[1])), float(tl))
                 if d is not None:
                     events.append({"type": "line", "name": line.name, "direction": d, "track_id": t})
             line.forget([t for t in list(line._side) if t not in alive])
         for zone in self.zones:
-            events += zone.update(ids, zone.contains(pts), self.now)
+            events += zone.update(ids, pts, tol, self.now)
             events += zone.expire(alive)
         return events
 
@@ -242,7 +257,7 @@ class Analytics:
         """``{"lines": {name: {"in", "out"}}, "zones": {name: {"inside", "entered", "exited", "objects",
         "mean_dwell_s"}}}``."""
         return {"lines": {x.name: x.to_dict() for x in self.lines},
-                "zones": {z.name: z.to_dict(self.now) for z in self.zones}}
+                "zones": {z.name: z.to_dict() for z in self.zones}}
 
     def counts_key(self) -> Tuple[Any, ...]:
         """The counts only (what ``--mqtt-on-change`` compares)."""

@@ -6,7 +6,11 @@ Each :meth:`ByteTracker.update` takes one frame's detections and returns one tra
 
 1. every track's Kalman state is predicted ``dt`` frames ahead (and warped by the camera motion);
 2. confirmed and lost tracks are matched to the detections scoring ``>= track_high_thresh`` (cost
-   ``1 - IoU``, times the score with ``fuse_score``; at most ``match_thresh``);
+   ``1 - IoU x score`` with ``fuse_score``, else ``1 - IoU``; at most ``match_thresh``); a track
+   lost for k frames pays ``lost_penalty x min(k, 5)`` more, so when a lost and a tracked track fit a
+   detection about equally, the one seen last frame wins (a soft form of DeepSORT's matching cascade);
+   detections of another class overlapping a better one by ``duplicate_iou`` are left out (per-class
+   NMS can report one object as two classes);
 3. tracks still unmatched and seen last frame are matched to the low-score detections
    (``track_low_thresh`` to ``track_high_thresh``; cost ``1 - IoU`` at most ``second_match_thresh``):
    occluded objects whose score dropped keep their id;
@@ -107,8 +111,9 @@ class ByteTracker:
             mean, cov = self.kf.warp(*self._stack(self.tracks), affine)
             self._unstack(self.tracks, mean, cov)
 
-        high = np.nonzero(scores >= cfg.track_high_thresh)[0]
-        low = np.nonzero((scores >= cfg.track_low_thresh) & (scores < cfg.track_high_thresh))[0]
+        usable = self._distinct(boxes, scores, classes)
+        high = np.nonzero(usable & (scores >= cfg.track_high_thresh))[0]
+        low = np.nonzero(usable & (scores >= cfg.track_low_thresh) & (scores < cfg.track_high_thresh))[0]
         unconfirmed = [t for t in self.tracks if t.state == TRACKED and not t.confirmed]
         pool = [t for t in self.tracks if t.confirmed and t.state in (TRACKED, LOST)]
 
@@ -150,6 +155,23 @@ class ByteTracker:
         return ids
 
     # -- helpers --------------------------------------------------------------------------------
+    def _distinct(self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """(N,) bool: detections the tracker uses. Per-class NMS leaves one object detected as two
+        classes with near-identical boxes; a class-agnostic tracker would start a second track on the
+        weaker one, so it only tracks the better-scored box (``duplicate_iou``)."""
+        n = len(boxes)
+        keep = np.ones(n, bool)
+        if self.config.class_aware or n < 2 or self.config.duplicate_iou >= 1.0:
+            return keep
+        iou = iou_matrix(boxes, boxes)
+        dup = (iou > self.config.duplicate_iou) & (classes[:, None] != classes[None, :])
+        if not dup.any():
+            return keep
+        for i in np.argsort(-scores, kind="stable"):
+            if keep[i]:
+                keep[dup[i] & (scores <= scores[i]) & (np.arange(n) != i)] = False
+        return keep
+
     def _confirm(self, t: Track) -> None:
         t.confirmed = True
         t.id = self.next_id
@@ -181,6 +203,9 @@ class ByteTracker:
         if fuse:
             sim = sim * scores[dets][None, :]
         cost = 1.0 - sim
+        if self.config.lost_penalty > 0 and self._now is not None:
+            age = np.minimum([self._now - t.last_seen for t in tracks], 5.0)  # frames since last matched
+            cost = cost + self.config.lost_penalty * age[:, None]
         if self.config.class_aware:
             tc = np.array([t.class_id for t in tracks])
             cost[tc[:, None] != classes[dets][None, :]] = np.inf

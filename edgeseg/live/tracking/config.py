@@ -9,6 +9,8 @@ A YAML file (``edgeseg run --track my.yaml``) names the tracker and overrides an
     match_thresh: 0.8            # largest association cost (1 - IoU, times the score when fuse_score)
     track_buffer: 30             # frames a lost track is kept (a live source counts elapsed time)
     class_aware: false           # true: a track only matches detections of its own class
+    duplicate_iou: 0.8           # class-agnostic: a box overlapping a better one of another class
+                                 # this much is the same object (only the better one is tracked)
 """
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ class TrackerConfig:
     unconfirmed_match_thresh: float = 0.7  # tracks seen once, against the remaining detections
     track_buffer: int = 30
     class_aware: bool = False
+    duplicate_iou: float = 0.8  # class-agnostic: boxes of other classes overlapping more are one object
+    lost_penalty: float = 0.02  # association cost added per frame a track is lost (up to 5 frames)
     fuse_score: bool = True
     frame_rate: float = 30.0
     gmc_method: str = "none"  # BoT-SORT camera-motion compensation: none, sparseOptFlow, ecc
@@ -59,7 +63,7 @@ class TrackerConfig:
         if self.tracker_type not in TRACKER_TYPES:
             raise InputError(f"tracker_type must be one of {sorted(TRACKER_TYPES)}, got {self.tracker_type!r}")
         for name in ("track_high_thresh", "track_low_thresh", "new_track_thresh", "match_thresh",
-                     "second_match_thresh", "unconfirmed_match_thresh"):
+                     "second_match_thresh", "unconfirmed_match_thresh", "duplicate_iou", "lost_penalty"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
                 raise InputError(f"tracker {name} must be a number between 0 and 1, got {value!r}")

@@ -24,7 +24,7 @@ from .analytics import Analytics
 from .bytetrack import LOST, TRACKED, ByteTracker
 from .config import TrackerConfig, load_config
 
-__all__ = ["TrackingStage", "FrameTracks", "make_tracker", "TRACKERS"]
+__all__ = ["TrackingStage", "FrameTracks", "make_tracker", "pipeline_stage", "TRACKERS"]
 
 
 def _botsort() -> type:
@@ -199,3 +199,38 @@ class TrackingStage:
     def summary_lines(self) -> List[str]:
         head = f"{self.tracker.name}: {self.tracker.next_id - 1} tracks over {self.frames} frames"
         return [head] + (self.analytics.summary_lines() if self.analytics is not None else [])
+
+
+def pipeline_stage(runtime: Any, source: Any, tracker: Any = None,
+                   analytics: Optional[Analytics] = None) -> Tuple[Optional[TrackingStage], Any]:
+    """The tracking stage for a stream of ``runtime`` over ``source`` -> ``(stage or None, runtime)``.
+
+    ``tracker``: None (no tracking, unless ``analytics`` asks for it: then ByteTrack), a name, a YAML
+    path, a mapping, a :class:`TrackerConfig`, a tracker or a ready :class:`TrackingStage`.
+    When the runtime's ``conf`` is above ``track_low_thresh``, the returned runtime is a view of the
+    same loaded model decoding down to ``track_low_thresh`` (ByteTrack's second association needs the
+    low-score boxes); ``conf`` then becomes the floor for starting tracks (``new_track_thresh`` and
+    ``track_high_thresh`` are raised to it) and for showing detections that join no track.
+    """
+    if isinstance(tracker, TrackingStage):
+        return tracker, runtime
+    if tracker is None and not analytics:
+        return None, runtime
+    if analytics is not None and not isinstance(analytics, Analytics):
+        raise InputError(f"analytics must be an edgeseg.live.tracking.Analytics, found {type(analytics).__name__}")
+    if isinstance(tracker, ByteTracker):
+        trk: Any = tracker
+    else:
+        trk = load_config("bytetrack" if tracker is None else tracker)
+    keep_conf = None
+    cfg = trk.config if isinstance(trk, ByteTracker) else trk
+    conf = getattr(runtime, "conf", None)
+    if isinstance(conf, (int, float)) and conf > cfg.track_low_thresh and callable(getattr(runtime, "with_options", None)):
+        runtime = runtime.with_options(conf=cfg.track_low_thresh)
+        keep_conf = float(conf)
+        if not isinstance(trk, ByteTracker):
+            trk = dataclasses.replace(cfg, track_high_thresh=max(cfg.track_high_thresh, keep_conf),
+                                      new_track_thresh=max(cfg.new_track_thresh, keep_conf))
+    stage = TrackingStage(trk, analytics, keep_conf=keep_conf, fps=getattr(source, "fps", None),
+                          live=bool(getattr(source, "live", False)))
+    return stage, runtime

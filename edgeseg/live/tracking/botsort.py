@@ -7,7 +7,8 @@ or shaking camera does not break the IoU association. Methods (``gmc_method``):
 
 - ``sparseOptFlow`` (default): Shi-Tomasi corners tracked by pyramidal Lucas-Kanade optical flow,
   a RANSAC similarity transform (``cv2.estimateAffinePartial2D``);
-- ``ecc``: ``cv2.findTransformECC`` with a Euclidean motion model (slower, denser);
+- ``ecc``: ``cv2.findTransformECC`` with a Euclidean motion model, started from the shift that
+  ``cv2.phaseCorrelate`` finds (slower, uses the whole image);
 - ``none``: no compensation (BoT-SORT's Kalman state only).
 
 Work is done on a gray image shrunk by ``gmc_downscale``; the transform is scaled back to pixels.
@@ -91,7 +92,10 @@ class CameraMotion:
     def _ecc(self, gray: np.ndarray) -> Optional[np.ndarray]:
         import cv2
 
-        warp = np.eye(2, 3, dtype=np.float32)
+        # start from the translation found by phase correlation, so shifts wider than the image's
+        # finest texture still converge; ECC then refines rotation and sub-pixel shift
+        (dx, dy), _ = cv2.phaseCorrelate(self._prev.astype(np.float32), gray.astype(np.float32))
+        warp = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-5)
         try:
             _, warp = cv2.findTransformECC(self._prev, gray, warp, cv2.MOTION_EUCLIDEAN, criteria, None, 1)

@@ -107,7 +107,7 @@ class TrackerConfig:
         if data.get("with_reid"):
             raise InputError(f"{source}: with_reid is not supported (edgeseg's BoT-SORT has no re-identification "
                              f"model); set with_reid: false")
-        if "gmc_method" in data and data["gmc_method"] is None:  # Ultralytics writes `gmc_method: None`
+        if "gmc_method" in data and data["gmc_method"] in (None, "None"):  # Ultralytics' `gmc_method: None`
             data["gmc_method"] = "none"
         ignored = {k: data.pop(k) for k in ("with_reid", "proximity_thresh", "appearance_thresh", "model")
                    if k in data}

@@ -382,3 +382,14 @@ def test_plot_draws_ids_and_trails() -> None:
     a = res.plot(img, labels=False, masks=False)
     b = Results(res.boxes, res.scores, res.class_ids, NAMES, (40, 60), track_ids=[5, -1, 9]).plot(img, labels=False, masks=False)
     assert not np.array_equal(a[5, 5:20], b[5, 5:20]) and np.array_equal(a[20, 30:50], b[20, 30:50])
+
+
+def test_camera_motion_is_not_fooled_by_moving_objects_on_a_plain_background() -> None:
+    # regression: the corners of moving objects alone once gave a bogus 7 px "camera motion"
+    pytest.importorskip("cv2")
+    from edgeseg.live.tracking.botsort import CameraMotion
+
+    frames = clip.render(3)
+    gmc = CameraMotion("sparseOptFlow", downscale=2)
+    for img in frames:
+        np.testing.assert_allclose(gmc(img), np.eye(2, 3))

@@ -6,7 +6,8 @@ are masked out, they move on their own) and warps every track's predicted state 
 or shaking camera does not break the IoU association. Methods (``gmc_method``):
 
 - ``sparseOptFlow`` (default): Shi-Tomasi corners tracked by pyramidal Lucas-Kanade optical flow,
-  a RANSAC similarity transform (``cv2.estimateAffinePartial2D``);
+  a RANSAC similarity transform (``cv2.estimateAffinePartial2D``), kept only when at least 30
+  background points were tracked and half of them agree with it: otherwise the camera is taken as still;
 - ``ecc``: ``cv2.findTransformECC`` with a Euclidean motion model, started from the shift that
   ``cv2.phaseCorrelate`` finds (slower, uses the whole image);
 - ``none``: no compensation (BoT-SORT's Kalman state only).
@@ -84,9 +85,12 @@ class CameraMotion:
         if pts is None:
             return None
         ok = status.reshape(-1) == 1
-        if ok.sum() < 4:
+        if ok.sum() < 30:  # too little background texture to tell camera motion from object motion
             return None
-        A, _inliers = cv2.estimateAffinePartial2D(prev_pts[ok], pts[ok], method=cv2.RANSAC)
+        A, inliers = cv2.estimateAffinePartial2D(prev_pts[ok], pts[ok], method=cv2.RANSAC)
+        # a motion that only some points agree on is objects moving, not the camera: assume a still one
+        if A is None or inliers is None or int(inliers.sum()) < 0.5 * int(ok.sum()):
+            return None
         return A
 
     def _ecc(self, gray: np.ndarray) -> Optional[np.ndarray]:

@@ -25,6 +25,8 @@ class Results:
     - ``orig_shape``: (H, W) of the source image
     - ``path``: source file, if any; ``image``: the source BGR image, if kept (for :meth:`plot`)
     - ``speed``: milliseconds per stage: ``preprocess``, ``inference``, ``postprocess`` (streams add more)
+    - ``frame_index``: the source's capture index of the frame (streams; None for single images)
+    - ``frame_time``: ``time.monotonic()`` seconds when the frame was captured (streams; else None)
     - ``track_ids``: (N,) int64 track id per detection when a tracker ran (-1: no confirmed track), else None
 
     Boolean or integer indexing selects detections: ``res[res.scores > 0.5]``.
@@ -39,6 +41,8 @@ class Results:
     path: Optional[str] = None
     image: Optional[np.ndarray] = field(default=None, repr=False)
     speed: Dict[str, float] = field(default_factory=dict)
+    frame_index: Optional[int] = None
+    frame_time: Optional[float] = None
     track_ids: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
@@ -54,6 +58,10 @@ class Results:
         if self.masks is not None and len(self.masks) != n:
             raise InputError(f"Results: {n} detections but {len(self.masks)} masks")
         self.orig_shape = (int(self.orig_shape[0]), int(self.orig_shape[1]))
+        if self.frame_index is not None:
+            self.frame_index = int(self.frame_index)
+        if self.frame_time is not None:
+            self.frame_time = float(self.frame_time)
         if self.track_ids is not None:
             ids = np.asarray(self.track_ids)
             if ids.dtype.kind not in "iu" and not (ids.size == 0 and ids.dtype.kind == "f"):
@@ -78,6 +86,8 @@ class Results:
             path=self.path,
             image=self.image,
             speed=dict(self.speed),
+            frame_index=self.frame_index,
+            frame_time=self.frame_time,
             track_ids=self.track_ids[idx] if self.track_ids is not None else None,
         )
 

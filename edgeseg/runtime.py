@@ -228,8 +228,9 @@ class Runtime:
         """Run on every frame of a camera, video, folder, glob, stream URL or GStreamer pipeline;
         iterate the returned :class:`~edgeseg.live.pipeline.Stream` for one Results per frame (capture,
         pre/postprocessing, inference and ``sinks`` overlap in threads; live sources skip stale
-        frames). ``kwargs``: ``sinks``, ``max_frames``, ``pipelined``, ``handle_signals`` and the
-        source options (``width``, ``height``, ``fps``, ``live``, ...); see :func:`edgeseg.live.pipeline.stream`."""
+        frames). ``kwargs``: ``sinks``, ``max_frames``, ``pipelined``, ``handle_signals``,
+        ``tracker`` (``"bytetrack"``, ``"botsort"``, a YAML file: sets ``res.track_ids``), ``analytics``
+        (count lines and zones) and the source options (``width``, ``height``, ``fps``, ``live``, ...); see :func:`edgeseg.live.pipeline.stream`."""
         from .live.pipeline import stream
 
         return stream(self, source, **kwargs)

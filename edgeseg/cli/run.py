@@ -9,6 +9,7 @@ import click
 
 from .common import (drive, echo_err, echo_failures, failures_of, is_single_image, model_options, open_input,
                      pop_sink_options, runtime_kwargs, setup_logging, sink_options, start_stream, translate_errors)
+from .tracking_options import tracking_kwargs, tracking_options, tracking_summary_lines
 
 log = logging.getLogger("edgeseg.run")
 
@@ -33,7 +34,7 @@ def _board(board: Optional[str], explicit: Dict[str, Any], model: Path) -> Dict[
 
 def _summary_line(summary: Dict[str, Any]) -> str:
     ms = summary.get("ms", {})
-    order = ("read", "preprocess", "inference", "postprocess", "sinks", "frame_age")
+    order = ("read", "preprocess", "inference", "postprocess", "track", "sinks", "frame_age")
     stages = ", ".join(f"{k} {ms[k]['median']:.1f}" for k in order if k in ms)
     src = summary.get("source", {})
     extra = []
@@ -67,6 +68,7 @@ def _summary_line(summary: Dict[str, Any]) -> str:
 @click.option("--no-pipeline", is_flag=True, help="Run the stages one after another in one thread (for comparison).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.option("--verbose", "-v", is_flag=True, help="Log more (connections, saved files, OpenCV/FFmpeg messages).")
+@tracking_options
 @translate_errors
 def run(**kw: Any) -> None:
     """Run a model live on a camera, video, image folder or network stream.
@@ -83,12 +85,14 @@ def run(**kw: Any) -> None:
       edgeseg run -m n-seg.onnx -s clip.mp4 --save out.mp4 --json out.jsonl
       edgeseg run -m n-seg.onnx -s rtsp://cam.local/stream --mqtt mqtt://localhost/edgeseg/cam1 --mqtt-on-change
       edgeseg run -m n-seg.onnx --board auto --camera 0 --serve 0.0.0.0:8080 --token SECRET
+      edgeseg run -m n-seg.onnx -s clip.mp4 --track --count-line door=0,400,1280,400 --json out.jsonl
     """
     from ..live.sinks import SinkContext
 
     setup_logging(kw.pop("verbose"))
     quiet, max_frames, pipelined = kw.pop("quiet"), kw.pop("max_frames"), not kw.pop("no_pipeline")
     rt_kw = runtime_kwargs(kw)
+    track_kw = tracking_kwargs(kw)
     spec, src_kw, backend_options, board_imgsz = _resolve_input(kw, rt_kw)
     sink_opts = pop_sink_options(kw, "run")
     from ..runtime import Runtime
@@ -98,7 +102,7 @@ def run(**kw: Any) -> None:
         src = open_input(spec, src_kw)
         ctx = SinkContext(command="run", source_name=src.name, single_image=is_single_image(src),
                           model=str(rt_kw["model"]))
-        st = start_stream(runtime, src, sink_opts, ctx, max_frames=max_frames, pipelined=pipelined)
+        st = start_stream(runtime, src, sink_opts, ctx, max_frames=max_frames, pipelined=pipelined, **track_kw)
         for s in st.sinks:
             if getattr(s, "server", None) is not None:
                 echo_err(f"edgeseg: live view at {s.url}")
@@ -108,6 +112,8 @@ def run(**kw: Any) -> None:
     failures = failures_of(st)
     if not quiet:
         echo_err("edgeseg: " + ("stopped by signal; " if st.signalled else "") + _summary_line(st.summary()))
+        for line in tracking_summary_lines(st):
+            echo_err(f"edgeseg: {line}")
         for line in _sink_lines(st.sinks):
             echo_err(f"edgeseg: {line}")
     echo_failures(failures)  # even with -q: these are errors

@@ -19,6 +19,11 @@ sources), ``frame_age`` (capture to result ready: the end-to-end latency) and ``
 sinks took for this frame). Its fields ``frame_index`` (the source's capture index), ``frame_time``
 (``time.monotonic()`` at capture) and ``path`` come from the frame (and survive ``res[mask]``).
 
+Tracking (``tracker=``, ``analytics=``): a :class:`~edgeseg.live.tracking.TrackingStage` runs in the
+postprocess thread right after decoding (frames reach it in capture order), sets
+``res.track_ids`` and ``res.speed["track"]``, and hands its per-frame trails and counts to the
+sinks (``Packet.tracks``); :attr:`Stream.tracking` holds the stage (final counts, summary).
+
 Stopping: :meth:`Stream.stop` (or SIGINT/SIGTERM/SIGHUP with ``handle_signals=True``) stops capturing; the
 frames already in flight finish and every sink is closed (videos finalized, files renamed into
 place). A second signal aborts at once (KeyboardInterrupt). Leaving a ``for`` loop early or calling
@@ -107,18 +112,20 @@ def runtime_stages(runtime: Any) -> Stages:
 class _Item:
     """A frame on its way through the stages."""
 
-    __slots__ = ("frame", "data", "ctx", "speed")
+    __slots__ = ("frame", "data", "ctx", "speed", "tracks")
 
     def __init__(self, frame: Frame, read_ms: Optional[float]) -> None:
         self.frame = frame
         self.data: Any = None
         self.ctx: Any = None
+        self.tracks: Any = None  # FrameTracks when tracking
         self.speed: Dict[str, float] = {} if read_ms is None else {"read": read_ms}
 
 
 def stream(runtime: Any, source: Any, *, sinks: Sequence[Any] = (), max_frames: Optional[int] = None,
            pipelined: bool = True, queue_size: int = 2, handle_signals: bool = False,
-           skip_errors: bool = False, **source_options: Any) -> "Stream":
+           skip_errors: bool = False, tracker: Any = None, analytics: Any = None,
+           **source_options: Any) -> "Stream":
     """Run ``runtime`` on every frame of ``source``; iterate the result to get one
     :class:`~edgeseg.results.Results` per frame, in capture order.
 
@@ -138,6 +145,10 @@ def stream(runtime: Any, source: Any, *, sinks: Sequence[Any] = (), max_frames: 
 
     Every sink with an ``open()`` is opened before the first frame is read (when one fails, the
     opened ones are closed and the error is raised: nothing was written).
+    - ``tracker``: ``"bytetrack"``, ``"botsort"``, a tracker YAML file, a
+      :class:`~edgeseg.live.tracking.TrackerConfig` or tracker; ``analytics``: an
+      :class:`~edgeseg.live.tracking.Analytics` (count lines, zones; implies ByteTrack). See
+      :func:`edgeseg.live.tracking.stage.pipeline_stage`.
 
     The source is opened here, so a bad source raises :class:`~edgeseg.errors.SourceError` at once.
     """
@@ -146,8 +157,14 @@ def stream(runtime: Any, source: Any, *, sinks: Sequence[Any] = (), max_frames: 
     if queue_size < 1:
         raise InputError(f"queue_size must be >= 1, got {queue_size}")
     src = open_source(source, **source_options) if not isinstance(source, Source) else source
+    tracking = None
+    if tracker is not None or analytics:
+        from .tracking.stage import pipeline_stage
+
+        tracking, runtime = pipeline_stage(runtime, src, tracker, analytics)
     return Stream(runtime, src, sinks=list(sinks), max_frames=max_frames, pipelined=pipelined,
-                  queue_size=queue_size, handle_signals=handle_signals, skip_errors=skip_errors)
+                  queue_size=queue_size, handle_signals=handle_signals, skip_errors=skip_errors,
+                  tracking=tracking)
 
 
 class Stream:
@@ -155,7 +172,8 @@ class Stream:
     or a ``with`` block; :meth:`stop` ends it gracefully, :meth:`close` at once."""
 
     def __init__(self, runtime: Any, source: Source, *, sinks: List[Any], max_frames: Optional[int],
-                 pipelined: bool, queue_size: int, handle_signals: bool, skip_errors: bool = False) -> None:
+                 pipelined: bool, queue_size: int, handle_signals: bool, skip_errors: bool = False,
+                 tracking: Any = None) -> None:
         from .sinks import Packet, open_sinks
 
         try:
@@ -166,6 +184,7 @@ class Stream:
         self.skip_errors = skip_errors and not source.live
         self.failures: List[Tuple[str, str]] = []  # (path, message) of frames dropped by skip_errors
         self.runtime = runtime
+        self.tracking = tracking
         self.source = source
         self.sinks = sinks
         self.max_frames = max_frames
@@ -376,6 +395,8 @@ class Stream:
         res = self._stages[2](item.data, item.ctx, item.frame.image)
         item.speed["postprocess"] = _ms(t0)
         frame = item.frame
+        if self.tracking is not None:
+            res, item.tracks = self.tracking(res, frame.index, frame.timestamp)
         if getattr(res, "image", None) is None:
             res.image = frame.image
         if getattr(res, "path", None) is None:
@@ -390,7 +411,8 @@ class Stream:
         res = item.data
         t0 = time.perf_counter()
         if self.sinks:
-            packet = self._packet(item.frame, res, fps=self.source.fps, live=bool(self.source.live))
+            packet = self._packet(item.frame, res, fps=self.source.fps, live=bool(self.source.live),
+                                  tracks=item.tracks)
             for sink in self.sinks:
                 sink.write(packet)
                 if getattr(sink, "stop_requested", False):
@@ -569,7 +591,7 @@ class Stream:
             stage_ms = {k: list(v) for k, v in self._stage_ms.items() if v}
         stages = {k: {"median": round(float(np.median(v)), 2), "p90": round(float(np.percentile(v, 90)), 2)}
                   for k, v in stage_ms.items()}
-        return {
+        out = {
             "frames": n,
             "seconds": round(elapsed, 3),
             "fps": round(n / elapsed, 2) if elapsed > 0 else 0.0,
@@ -577,6 +599,9 @@ class Stream:
             "ms": stages,
             "source": {"name": self.source.name, "live": bool(self.source.live), **self.source.stats},
         }
+        if self.tracking is not None:
+            out["tracking"] = self.tracking.summary()
+        return out
 
 
 def _close_iterator(frames: Any) -> None:

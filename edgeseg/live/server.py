@@ -328,6 +328,7 @@ PAGE = """<!doctype html>
  </table>
  <h2>stage ms</h2><table id="stages"></table>
  <h2>detections</h2><table id="dets"></table>
+ <h2 id="counts-h" hidden>counts</h2><table id="counts"></table>
 </div>
 <script>
 const token = new URLSearchParams(location.search).get('token');
@@ -357,7 +358,11 @@ async function poll() {
       document.getElementById('age').textContent = s.ms && s.ms.frame_age !== undefined ? s.ms.frame_age.toFixed(0) : '-';
       document.getElementById('ndet').textContent = (s.detections || []).length;
       rows('stages', Object.entries(s.ms || {}).filter(([k]) => k !== 'frame_age').map(([k, v]) => [k, v.toFixed(1)]));
-      rows('dets', (s.detections || []).map(d => [d.class_name, d.score.toFixed(2)]));
+      rows('dets', (s.detections || []).map(d => [(d.track_id >= 0 ? '#' + d.track_id + ' ' : '') + d.class_name, d.score.toFixed(2)]));
+      const a = s.analytics || {lines: {}, zones: {}};
+      document.getElementById('counts-h').hidden = !s.analytics;
+      rows('counts', Object.entries(a.lines).map(([k, v]) => [k, 'in ' + v.in + ' / out ' + v.out])
+        .concat(Object.entries(a.zones).map(([k, v]) => [k, v.inside + ' inside, ' + v.entered + ' entered'])));
       st.textContent = 'live'; st.className = '';
     } else { st.textContent = 'waiting for frames'; st.className = ''; }
   } catch (e) { st.textContent = 'disconnected'; st.className = 'bad'; }

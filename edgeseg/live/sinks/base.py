@@ -29,28 +29,36 @@ class Packet:
     - ``frame``: the :class:`~edgeseg.live.sources.Frame` (BGR image, capture index, monotonic timestamp)
     - ``result``: its :class:`~edgeseg.results.Results` (``speed`` includes ``frame_age`` and stage ms)
     - ``fps``: the source's nominal frame rate (None when unknown); ``live``: whether frames may be skipped
+    - ``tracks``: the frame's :class:`~edgeseg.live.tracking.FrameTracks` (trails, line/zone counts) when tracking
     """
 
-    def __init__(self, frame: Any, result: Any, fps: Optional[float] = None, live: bool = False) -> None:
+    def __init__(self, frame: Any, result: Any, fps: Optional[float] = None, live: bool = False,
+                 tracks: Any = None) -> None:
         self.frame = frame
         self.result = result
         self.fps = fps
         self.live = live
+        self.tracks = tracks
         self._annotated: Optional[np.ndarray] = None
         self._records: Dict[Optional[str], Dict[str, Any]] = {}
 
     @property
     def annotated(self) -> np.ndarray:
-        """The frame with boxes, labels and masks drawn (BGR uint8, computed once)."""
+        """The frame with boxes, labels and masks drawn (BGR uint8, computed once); with tracking,
+        also track ids, trails, count lines and zones."""
         if self._annotated is None:
-            self._annotated = self.result.plot(self.frame.image)
+            if self.tracks is None:
+                self._annotated = self.result.plot(self.frame.image)
+            else:
+                self._annotated = self.tracks.draw(self.result.plot(self.frame.image, trails=self.tracks.trails))
         return self._annotated
 
     def record(self, masks: Optional[str] = "polygon") -> Dict[str, Any]:
         """The JSON record of this frame: ``frame`` (capture index), ``time`` (capture wall-clock,
         Unix seconds), ``monotonic`` (capture ``time.monotonic()``), then ``Results.to_dict(masks)``
         (``path``, ``image_size`` as ``[h, w]``, ``detections``, ``speed_ms`` with the stage timings
-        and ``frame_age``)."""
+        and ``frame_age``); with tracking each detection has ``track_id``, and with count lines or zones
+        the record adds ``analytics`` (counts) and ``events`` (this frame's crossings, enters, exits)."""
         if masks not in self._records:
             now_wall, now_mono = time.time(), time.monotonic()
             rec: Dict[str, Any] = {
@@ -61,6 +69,8 @@ class Packet:
             rec.update(self.result.to_dict(masks=masks))
             if rec.get("path") is None:
                 rec["path"] = self.frame.path
+            if self.tracks is not None:
+                rec.update(self.tracks.record())
             self._records[masks] = rec
         return self._records[masks]
 

@@ -74,7 +74,7 @@ class MqttSink(Sink):
         self.sent = 0
         self.dropped = 0
         self.unchanged = 0
-        self._last_key: Optional[Tuple[Tuple[str, int], ...]] = None
+        self._last_key: Optional[Tuple[Any, ...]] = None
         self._last_info: Any = None
         self._connected = threading.Event()
         self._mqtt = mqtt
@@ -121,12 +121,14 @@ class MqttSink(Sink):
     def write(self, packet: Packet) -> None:
         self.open()
         res = packet.result
-        key: Optional[Tuple[Tuple[str, int], ...]] = None
+        key: Optional[Tuple[Any, ...]] = None
         if self.on_change:
             counts: Dict[str, int] = {}
             for n in res.class_names:
                 counts[n] = counts.get(n, 0) + 1
             key = tuple(sorted(counts.items()))
+            if packet.tracks is not None:
+                key = (key, packet.tracks.counts_key())
             if key == self._last_key:
                 self.unchanged += 1
                 return

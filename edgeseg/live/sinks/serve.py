@@ -67,6 +67,11 @@ class ServeSink(Sink):
                            for n, s, b in zip(res.class_names, res.scores, res.boxes)][:50],
             "image_size": [int(res.orig_shape[0]), int(res.orig_shape[1])],  # [h, w], as in the JSON records
         }
+        if res.track_ids is not None:
+            for d, t in zip(stats["detections"], res.track_ids):
+                d["track_id"] = int(t)
+        if packet.tracks is not None:
+            stats.update(packet.tracks.record())
         self.server.publish(buf.tobytes(), stats)
 
     def close(self) -> None:

@@ -219,3 +219,26 @@ def test_cli_module_does_not_import_torch() -> None:
     code = "import sys, edgeseg.cli.train, edgeseg.cli.data; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_two_process_gloo_run_through_torchrun(synth: Path, tmp_path: Path) -> None:
+    """`torchrun --nproc_per_node 2 -m edgeseg.converters.train ...`: DDP over gloo on the CPU, one
+    run folder written by rank 0, checkpoints that load."""
+    import yaml
+
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny(3)))
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+           "-m", "edgeseg.converters.train", "--data", str(synth), "--model", str(tmp_path / "tiny.yaml"),
+           "--epochs", "1", "--imgsz", "64", "--batch", "4", "--workers", "0", "--optimizer", "AdamW",
+           "--warmup-epochs", "0", "--device", "cpu", "--project", str(tmp_path), "--name", "ddp", "-q"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "tiny.yaml"]  # one folder, not one per rank
+    state = torch.load(tmp_path / "ddp" / "weights" / "last.pt", weights_only=True)["train"]
+    assert state["epoch"] == 1 and len(state["rows"]) == 1 and np.isfinite(total(state["rows"][0]))
+    assert load_model(tmp_path / "ddp" / "weights" / "best.pt").model.nc == 3

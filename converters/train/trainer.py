@@ -494,6 +494,10 @@ def _train(cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], resume: Optional[st
                 break
             # end of epoch: metrics, results.csv, last.pt / best.pt (rank 0)
             stop_now = torch.zeros(1, device=device)
+            if ddp:  # the epoch's losses averaged over all processes
+                tsum = tsum.to(device)
+                dist.all_reduce(tsum)
+                tsum = tsum.cpu() / world
             if main:
                 row: Dict[str, float] = {"epoch": epoch + 1}
                 row.update({f"train/{n}": v for n, v in zip(LOSS_NAMES, (tsum / max(nb, 1)).tolist())})

@@ -88,5 +88,9 @@ def train(data: Optional[Path], resume: Optional[str], quiet: bool, **opts: Any)
         for key in ("pretrained",):
             opts[key] = str(opts[key]) if opts[key] else None
         result = run(data=str(data), **opts)
+    import os
+
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
+        return
     click.echo(f"{result.stopped}: best epoch {result.best_epoch} -> {result.best}; last: {result.last}; "
                f"results: {result.results_csv}")

@@ -118,7 +118,7 @@ class Results:
             dets.append(d)
         return {
             "path": self.path,
-            "image_size": [self.orig_shape[1], self.orig_shape[0]],
+            "image_size": [self.orig_shape[0], self.orig_shape[1]],  # [h, w], as mask_rle.size (COCO)
             "detections": dets,
             "speed_ms": {k: round(float(v), 3) for k, v in self.speed.items()},
         }

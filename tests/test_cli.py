@@ -15,7 +15,7 @@ from edgeseg.cli import main
 ONNX = MODELS / "yolov8n-seg-320-int8dyn.onnx"
 
 #: every top-level command users have; adding one to edgeseg.cli.COMMANDS means adding it here
-EXPECTED_COMMANDS = ("bench", "boards", "convert", "data", "doctor", "info", "predict", "run", "val", "verify")
+EXPECTED_COMMANDS = ("bench", "boards", "convert", "data", "doctor", "info", "predict", "run", "train", "val", "verify")
 
 
 def _walk(group: click.Group, ctx: click.Context, prefix=()):

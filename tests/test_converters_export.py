@@ -18,6 +18,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from edgeseg import Runtime  # noqa: E402
 from edgeseg.cli import main  # noqa: E402
+from edgeseg.converters.export.registry import exporters  # noqa: E402
 from edgeseg.errors import ConversionError, InputError  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
@@ -27,8 +28,8 @@ VAL_DIR = ASSETS / "datasets" / "coco8-seg" / "images" / "val"
 
 FORMATS = ["onnx", "openvino", "torchscript"]
 SIZES = [640, 320]
-SUFFIX = {"onnx": ".onnx", "openvino": "_openvino_model", "torchscript": ".torchscript"}
-BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "torchscript": "torch"}
+SUFFIX = {name: exp.suffix for name, exp in exporters().items()}  # from the exporter registry
+BACKEND = {name: exp.backend for name, exp in exporters().items()}
 
 
 @pytest.fixture(scope="session")
@@ -175,8 +176,8 @@ def test_failed_export_leaves_nothing_and_names_the_stage(coco_pt, tmp_path, mon
 def test_export_input_errors(coco_pt, tmp_path):
     from edgeseg.converters import export
 
-    with pytest.raises(InputError, match="unknown export format 'tflite'"):
-        export(coco_pt, to="tflite")
+    with pytest.raises(InputError, match="unknown export format 'no-such-format'; expected one of onnx, "):
+        export(coco_pt, to="no-such-format")
     with pytest.raises(InputError, match="opset applies to ONNX exports only"):
         export(coco_pt, to="openvino", opset=17)
     with pytest.raises(InputError, match="out is the output folder"):

@@ -37,13 +37,13 @@ def test_bad_files_among_good_ones_are_listed_and_the_good_results_written(tmp_p
     src.mkdir()
     shutil.copy(BUS, src / "a_bus.jpg")
     shutil.copy(ZIDANE, src / "z_zidane.jpg")
+    cv2.imwrite(str(src / "g_thin.png"), np.full((1, 5000, 3), 90, np.uint8))  # thin, but a good input
     bad = {
         "b_nan.tif": lambda p: cv2.imwrite(str(p), np.full((20, 30, 3), np.nan, np.float32)),
         "c_int32.tif": lambda p: cv2.imwrite(str(p), np.full((20, 30), 7, np.int32)),
         "d_corrupt.png": lambda p: p.write_bytes(cv2.imencode(".png", np.zeros((40, 40, 3), np.uint8))[1].tobytes()[:60]),
         "e_folder.jpg": lambda p: p.mkdir(),
         "f_fifo.jpg": lambda p: os.mkfifo(p),
-        "g_thin.png": lambda p: cv2.imwrite(str(p), np.full((1, 5000, 3), 90, np.uint8)),
     }
     for name, make in bad.items():
         make(src / name)
@@ -51,9 +51,9 @@ def test_bad_files_among_good_ones_are_listed_and_the_good_results_written(tmp_p
     res = predict("-s", str(src), "--json", str(out), "--save", str(tmp_path / "annotated"))
     assert res.exit_code == 1, res.output
     doc = json.loads(out.read_text())  # the good images' results are written
-    assert [Path(r["path"]).name for r in doc["results"]] == ["a_bus.jpg", "z_zidane.jpg"]
+    assert [Path(r["path"]).name for r in doc["results"]] == ["a_bus.jpg", "g_thin.png", "z_zidane.jpg"]
     assert "bus" in [d["class_name"] for d in doc["results"][0]["detections"]]
-    assert sorted(p.name for p in (tmp_path / "annotated").iterdir()) == ["a_bus.jpg", "z_zidane.jpg"]
+    assert sorted(p.name for p in (tmp_path / "annotated").iterdir()) == ["a_bus.jpg", "g_thin.jpg", "z_zidane.jpg"]
     listed = res.output.split(f"{len(bad)} input(s) failed:", 1)
     assert len(listed) == 2, res.output
     for name in bad:  # every bad file listed, its path said once
@@ -136,7 +136,7 @@ def test_image_url_errors_are_clear(http_images) -> None:
     base, _ = http_images
     cases = [
         (f"{base}/missing.jpg", "HTTP 404"),
-        (f"{base}/broken.jpg", f"{base}/broken.jpg: not a decodable image"),
+        (f"{base}/broken.jpg", f"{base}/broken.jpg: not a recognized image"),
         (f"http://127.0.0.1:{free_port()}/x.jpg", "cannot fetch the image"),
     ]
     for url, message in cases:

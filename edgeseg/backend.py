@@ -1,9 +1,11 @@
 """The backend interface: named numpy arrays in, named numpy arrays out.
 
 A backend is one module in ``runtimes/`` (installed as ``edgeseg.runtimes``) with one
-:class:`Backend` subclass decorated with :func:`register`. Importing that module must stay cheap:
-the vendor library (onnxruntime, openvino, ...) is imported inside ``__init__`` only, so
-``edgeseg doctor`` can list every backend and why it is unavailable without crashing on any.
+:class:`Backend` subclass decorated with :func:`register`; :func:`backend_classes` imports every
+module of that package (names with a leading underscore are helpers and are skipped), so adding the
+file is all it takes. Importing that module must stay cheap: the vendor library (onnxruntime,
+openvino, ...) is imported inside ``__init__`` only, so ``edgeseg doctor`` can list every backend
+and why it is unavailable without crashing on any.
 
 Everything format-specific (NHWC outputs, quantization parameters, where metadata lives) is
 described by the backend through :class:`TensorSpec` and :attr:`Backend.metadata`; the decoder in
@@ -30,19 +32,11 @@ __all__ = [
     "backend_status",
     "select_backend",
     "module_available",
-    "BACKEND_MODULES",
+    "backend_modules",
 ]
 
-#: Modules that define backends, imported (cheaply, no vendor import) to fill the registry.
-#: A new backend adds its module here; its class registers itself with :func:`register`.
-BACKEND_MODULES: Tuple[str, ...] = (
-    "edgeseg.runtimes.onnxruntime",
-    "edgeseg.runtimes.litert",
-    "edgeseg.runtimes.openvino",
-    "edgeseg.runtimes.ncnn",
-    "edgeseg.runtimes.coreml",
-    "edgeseg.converters.torch_backend",
-)
+#: the package whose modules define the backends
+BACKEND_PACKAGE = "edgeseg.runtimes"
 
 
 @dataclass(frozen=True)
@@ -155,14 +149,20 @@ def register(cls: Type[Backend]) -> Type[Backend]:
     return cls
 
 
+def backend_modules() -> List[str]:
+    """The modules of :data:`BACKEND_PACKAGE` (``runtimes/``), found on disk, not imported;
+    private helpers (``_name.py``) excluded."""
+    import pkgutil
+
+    pkg = importlib.import_module(BACKEND_PACKAGE)
+    return sorted(f"{BACKEND_PACKAGE}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+
+
 def backend_classes() -> Dict[str, Type[Backend]]:
-    """All known backends by name. Imports the backend modules, never a vendor library."""
-    for mod in BACKEND_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:  # a module that exists but fails to import is a bug: show it
-                raise
+    """All known backends by name. Imports the backend modules (each registers its class),
+    never a vendor library; a module that fails to import is a bug and raises."""
+    for mod in backend_modules():
+        importlib.import_module(mod)
     return dict(sorted(_REGISTRY.items(), key=lambda kv: (kv[1].priority, kv[0])))
 
 

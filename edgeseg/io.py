@@ -117,6 +117,14 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
         raise
 
 
+def path_size(path: PathLike) -> int:
+    """Size in bytes of a file, or of every file under a folder (export folders, ``.mlpackage``)."""
+    p = Path(path)
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return p.stat().st_size
+
+
 def _umask() -> int:
     """The process umask (read without changing it where /proc allows)."""
     try:

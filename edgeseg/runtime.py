@@ -12,7 +12,7 @@ import numpy as np
 
 from .backend import Backend, TensorSpec, dequantize, select_backend
 from .errors import InputError, LayoutError, ModelLoadError
-from .io import load_names, read_image, to_bgr
+from .io import load_names, path_size, read_image, to_bgr
 from .layout import OutputLayout, resolve_layout
 from .metadata import ModelMeta, parse_metadata, read_sidecar
 from .postprocess import Decoder
@@ -229,7 +229,7 @@ class Runtime:
         """What the runtime understood: format, backend, input, output layout, names, quantization."""
         layout = self.layout
         spec = self.input_spec
-        size = _size(self.path)
+        size = path_size(self.path)
         return {
             "model": str(self.path),
             "size_bytes": size,
@@ -356,7 +356,3 @@ def _fixed_hw(spec: TensorSpec) -> Optional[Tuple[int, int]]:
     return (int(h), int(w)) if h and w else None
 
 
-def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size

@@ -102,7 +102,7 @@ def test_in_process_and_skips(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not HAS_TORCH, reason="converting a .pt needs torch (pip install 'edgeseg[convert]')")
 def test_convert_checkpoint_to_each_backend_format(tmp_path: Path) -> None:
-    from edgeseg.converters.export import EXPORT_FORMATS
+    from edgeseg.converters.export.registry import exporters
 
     settings = BenchSettings(runs=1, warmup=0, isolate=False, convert=True, imgsz=320, image=str(BUS),
                              backends=["onnxruntime", "coreml"])
@@ -110,7 +110,7 @@ def test_convert_checkpoint_to_each_backend_format(tmp_path: Path) -> None:
     results = {(r.backend, r.status): r for r in report.results}
     onnx = results[("onnxruntime", "ok")]
     assert onnx.origin == "exported from yolov8n-seg-coco.pt" and onnx.imgsz == [320, 320] and onnx.detections >= 1
-    if "coreml" not in EXPORT_FORMATS:
+    if "coreml" not in {e.backend for e in exporters().values()}:
         assert "cannot produce 'coreml'" in results[("coreml", "skipped")].reason
     assert "(exported from yolov8n-seg-coco.pt)" in to_markdown(report)
 
@@ -149,3 +149,28 @@ def test_discover_errors(tmp_path: Path) -> None:
         discover([], str(tmp_path / "nope"), BenchSettings())
     with pytest.raises(InputError, match="runs must be an integer"):
         BenchSettings(runs=0).check()
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="converting a .pt needs torch (pip install 'edgeseg[convert]')")
+def test_bench_leaves_no_temp_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exports and worker results live in temp folders that are gone when bench returns (and
+    discover, which cannot know when its exports are done with, refuses to make one)."""
+    import tempfile
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))  # the isolated worker process
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+
+    def ours() -> List[str]:  # folders, and files named after edgeseg or the model (the sandbox may add others)
+        return sorted(p.name for p in tmp.iterdir() if p.is_dir() or "edgeseg" in p.name or "yolov8n" in p.name)
+
+    pt = str(MODELS / "yolov8n-seg-coco.pt")
+    settings = BenchSettings(runs=1, warmup=0, convert=True, imgsz=64, backends=["onnxruntime"])
+    with pytest.raises(InputError, match="needs a workdir"):
+        discover([pt], None, settings)
+    assert ours() == []
+    report = run_bench([pt], settings)
+    assert [(r.backend, r.status, r.origin) for r in report.results] == [
+        ("onnxruntime", "ok", "exported from yolov8n-seg-coco.pt")]
+    assert ours() == []

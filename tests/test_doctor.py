@@ -70,12 +70,6 @@ def test_edgetpu_library_table(system: str, library: str) -> None:
     assert got["found"] or "install the Edge TPU runtime" in got["reason"]
 
 
-def test_edgetpu_table_matches_the_litert_backend() -> None:
-    from edgeseg.runtimes.litert import EDGETPU_LIBRARY as LITERT_TABLE
-
-    assert LITERT_TABLE == EDGETPU_LIBRARY
-
-
 def test_unknown_os() -> None:
     rep = collect(system="Plan9", machine="mips")
     assert rep["delegates"]["edgetpu"] == {"library": None, "found": False,

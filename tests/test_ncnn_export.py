@@ -26,8 +26,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from click.testing import CliRunner
 
     from edgeseg.cli import main
-    from edgeseg.converters.export import export
-    from edgeseg.converters.export_ncnn import export_checkpoint_ncnn
+    from edgeseg.converters import export
 
     d = tmp_path_factory.mktemp("ncnn")
     out = CliRunner().invoke(main, ["convert", str(CKPT), "--to", "ncnn", "--imgsz", str(IMGSZ),
@@ -35,7 +34,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict:
     assert out.exit_code == 0, out.output
     return {
         "ncnn": d / "y8_ncnn_model",
-        "ncnn_half": export_checkpoint_ncnn(CKPT, out=d / "y8h_ncnn_model", imgsz=IMGSZ, half=True),
+        "ncnn_half": export(CKPT, to="ncnn", out=d / "y8h_ncnn_model", imgsz=IMGSZ, half=True, progress=False),
         "onnx": export(str(CKPT), to="onnx", imgsz=IMGSZ, out=str(d / "y8.onnx"), progress=False),
     }
 
@@ -76,10 +75,21 @@ def test_bus_matches_onnx(exports: dict, which: str, box_tol: float, score_tol: 
 
 
 def test_refuses_a_foreign_folder(tmp_path: Path) -> None:
-    from edgeseg.converters.export_ncnn import export_checkpoint_ncnn
-    from edgeseg.errors import InputError
+    from edgeseg.converters import export
+    from edgeseg.errors import ConversionError
 
     (tmp_path / "keep.txt").write_text("mine")
-    with pytest.raises(InputError, match="not an ncnn export"):
-        export_checkpoint_ncnn(CKPT, out=tmp_path, imgsz=IMGSZ)
+    with pytest.raises(ConversionError, match="not an ncnn export"):
+        export(CKPT, to="ncnn", out=tmp_path, imgsz=IMGSZ, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_ncnn_refuses_dynamic_and_onnx_options() -> None:
+    from edgeseg.converters import export
+    from edgeseg.errors import InputError
+
+    with pytest.raises(InputError, match=r"dynamic applies to ONNX, OpenVINO, TorchScript exports only, .*to='ncnn'"):
+        export(CKPT, to="ncnn", dynamic=True)
+    with pytest.raises(InputError, match="opset applies to ONNX exports only"):
+        export(CKPT, to="ncnn", opset=17)

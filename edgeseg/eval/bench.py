@@ -6,9 +6,10 @@
 
 Jobs are (model file, backend) pairs: every installed backend that opens a file (``backends``
 narrows the list). A checkpoint (``.pt``) runs on the torch backend when it is installed and, with
-``convert=True``, is first exported to the format of each selected backend through
-:func:`edgeseg.converters.export`; a format that exporter cannot produce is listed as skipped with
-the reason.
+``convert=True``, is first exported, through :func:`edgeseg.converters.export`, to each format of
+the exporter registry whose exporter names a selected backend (:func:`exports_for_backend`); a
+backend no exporter makes models for is listed as skipped with the reason. The exports live in a
+temporary folder that :func:`run_bench` removes at the end.
 
 Each job runs in its own Python process (``isolate=True``, the default) so the peak-memory figure
 is that model's alone: the increase of the process's peak resident set size (``ru_maxrss``) from
@@ -37,18 +38,9 @@ import numpy as np
 from ..errors import EdgesegError, InputError
 
 __all__ = ["BenchSettings", "BenchJob", "BenchResult", "BenchReport", "discover", "run_bench", "run_job",
-           "to_markdown", "to_json", "EXPORT_FOR_BACKEND", "STAGES"]
+           "to_markdown", "to_json", "exports_for_backend", "STAGES"]
 
 STAGES: Tuple[str, ...] = ("preprocess", "inference", "postprocess", "total")
-#: backend -> the ``edgeseg convert --to`` format it runs (None: runs the checkpoint itself)
-EXPORT_FOR_BACKEND: Dict[str, Optional[str]] = {
-    "onnxruntime": "onnx",
-    "openvino": "openvino",
-    "litert": "tflite",
-    "ncnn": "ncnn",
-    "coreml": "coreml",
-    "torch": None,
-}
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 #: files in a models folder that are never models
 IGNORED_SUFFIXES = (".npz", ".npy", ".yaml", ".yml", ".json", ".txt", ".md", ".bin", ".jpg", ".png")
@@ -142,7 +134,8 @@ def discover(models: Sequence[str], models_dir: Optional[str], settings: BenchSe
              workdir: Optional[Path] = None) -> Tuple[List[BenchJob], List[BenchResult]]:
     """The jobs to run and the results already known to be skipped (with their reasons).
 
-    With ``settings.convert``, checkpoints are exported into ``workdir`` (one export per format)."""
+    With ``settings.convert``, checkpoints are exported into ``workdir`` (one export per format;
+    required then, and the caller removes it: :func:`run_bench` uses a temporary folder)."""
     from ..backend import backend_classes
 
     classes = backend_classes()
@@ -198,24 +191,44 @@ def _path_jobs(path: Path, classes: Dict[str, Any], settings: BenchSettings, wor
         skipped.extend(s)
 
 
+def exports_for_backend() -> Dict[str, List[str]]:
+    """backend name -> the export formats ``bench --convert`` makes for it (from the exporter
+    registry: formats whose exporter names that backend and has ``bench`` set)."""
+    from edgeseg.converters.export.registry import exporters
+
+    out: Dict[str, List[str]] = {}
+    for name, exp in exporters().items():
+        if exp.bench and exp.backend:
+            out.setdefault(exp.backend, []).append(name)
+    return out
+
+
 def _convert_jobs(pt: Path, settings: BenchSettings, classes: Dict[str, Any],
                   workdir: Optional[Path]) -> Tuple[List[BenchJob], List[BenchResult]]:
-    """Export ``pt`` to the format of each selected, installed backend; jobs for the exports."""
+    """Export ``pt`` to the formats of each selected, installed backend; jobs for the exports."""
+    from edgeseg.converters.export.registry import exporters
+
     jobs: List[BenchJob] = []
     skipped: List[BenchResult] = []
+    origin = f"exported from {pt.name}"
+    made = exports_for_backend()
     targets: Dict[str, List[str]] = {}
     for name, cls in classes.items():
-        fmt = EXPORT_FOR_BACKEND.get(name)
-        if fmt is None or (settings.backends and name not in settings.backends):
-            continue
-        if not cls.installed():
+        if (settings.backends and name not in settings.backends) or not cls.installed():
             continue  # not installed: nothing could run the export anyway
-        targets.setdefault(fmt, []).append(name)
+        if name in made:
+            for fmt in made[name]:
+                targets.setdefault(fmt, []).append(name)
+        elif not cls.handles(pt):  # the torch backend runs the checkpoint itself
+            skipped.append(BenchResult(str(pt), name, cls.format, origin, status="skipped",
+                                       reason=f"edgeseg.converters.export cannot produce {cls.format!r} "
+                                              f"(it makes {', '.join(exporters())})"))
     if not targets:
         return jobs, skipped
-    origin = f"exported from {pt.name}"
+    if workdir is None:
+        raise InputError("converting checkpoints needs a workdir to export into (run_bench makes and removes one)")
     try:
-        from edgeseg.converters.export import EXPORT_FORMATS, export
+        from edgeseg.converters.export import export
     except Exception as exc:  # ImportError, or torch failing to import
         for fmt, names in targets.items():
             for name in names:
@@ -223,15 +236,8 @@ def _convert_jobs(pt: Path, settings: BenchSettings, classes: Dict[str, Any],
                                            reason=f"converters unavailable ({type(exc).__name__}: {exc}); "
                                                   "pip install 'edgeseg[convert]'"))
         return jobs, skipped
-    out_dir = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="edgeseg-bench-"))
     for fmt, names in targets.items():
-        if fmt not in EXPORT_FORMATS:
-            for name in names:
-                skipped.append(BenchResult(str(pt), name, fmt, origin, status="skipped",
-                                           reason=f"edgeseg.converters.export cannot produce {fmt!r} "
-                                                  f"(it makes {', '.join(EXPORT_FORMATS)})"))
-            continue
-        target = out_dir / f"{pt.stem}{EXPORT_FORMATS[fmt][0]}"
+        target = workdir / exporters()[fmt].artifact(pt.stem)
         try:
             artifact = export(str(pt), to=fmt, imgsz=settings.imgsz, out=str(target), progress=False)
         except EdgesegError as exc:
@@ -319,12 +325,6 @@ def _stats(values: Sequence[float]) -> Dict[str, float]:
             "min": float(a.min())}
 
 
-def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
-
-
 def _validate(rt: Any, data: str) -> Tuple[Optional[Dict[str, float]], Optional[str]]:
     """Box and mask mAP through :func:`edgeseg.eval.validate.validate` when that module exists:
     (flat metrics such as ``seg/mAP50-95``, a note when skipped)."""
@@ -342,12 +342,13 @@ def _validate(rt: Any, data: str) -> Tuple[Optional[Dict[str, float]], Optional[
 
 def run_job(job: BenchJob, settings: BenchSettings) -> BenchResult:
     """Time one job in this process (see :func:`run_bench` for isolation)."""
+    from ..io import path_size
     from ..runtime import Runtime
 
     res = BenchResult(job.model, job.backend, job.format, job.origin)
     path = Path(job.model)
     img = _image(settings)
-    res.size_bytes = _size(path)
+    res.size_bytes = path_size(path)
     mem = _MemoryProbe()
     t0 = time.perf_counter()
     kwargs: Dict[str, Any] = dict(backend=job.backend, threads=settings.threads, conf=settings.conf)

@@ -508,12 +508,9 @@ class _PiCamera(_Capture):
 
 def picamera_available() -> bool:
     """Whether ``picamera2`` can be imported (Raspberry Pi OS with python3-picamera2)."""
-    import importlib.util
+    from ..backend import module_available
 
-    try:
-        return importlib.util.find_spec("picamera2") is not None
-    except (ImportError, ValueError):
-        return False
+    return module_available("picamera2")
 
 
 # -- the entry point ---------------------------------------------------------------------------

@@ -27,15 +27,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 from ..backend import module_available
+from ..runtimes.litert import EDGETPU_LIBRARY  # the one table: the backend loads these names
 
 __all__ = ["collect", "format_report", "EDGETPU_LIBRARY", "CORAL_USB_IDS", "opencv_build_facts", "list_cameras"]
 
-#: Edge TPU delegate library per OS (pycoral's table; the litert backend loads the same names)
-EDGETPU_LIBRARY: Dict[str, str] = {
-    "Linux": "libedgetpu.so.1",
-    "Darwin": "libedgetpu.1.dylib",
-    "Windows": "edgetpu.dll",
-}
 #: Coral USB Accelerator ids: before firmware load, after
 CORAL_USB_IDS: Dict[str, str] = {"1a6e:089a": "Coral USB Accelerator (no firmware yet)",
                                  "18d1:9302": "Coral USB Accelerator"}

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple, Union
 
+from ..converters.export.registry import PRECISIONS as PRECISION_OPTIONS
 from ..errors import InputError
 
 __all__ = [
@@ -49,17 +50,23 @@ __all__ = [
     "detect_all",
     "apply_profile",
     "convert_command",
+    "convert_gap",
+    "convert_options",
+    "convertible",
+    "known_formats",
     "FORMATS",
     "BACKENDS",
     "PRECISIONS",
     "DETECT_RULES",
 ]
 
-#: model formats a profile may prefer (the names ``edgeseg convert --to`` takes)
+#: model formats a profile may prefer, besides every format ``edgeseg convert --to`` takes
+#: (:func:`known_formats`): these have a backend but maybe no exporter yet
 FORMATS: Tuple[str, ...] = ("onnx", "openvino", "tflite", "edgetpu", "ncnn", "coreml", "torchscript")
 #: backend names a profile may prefer (the names ``--backend`` takes)
 BACKENDS: Tuple[str, ...] = ("onnxruntime", "openvino", "litert", "ncnn", "coreml", "torch")
-PRECISIONS: Tuple[str, ...] = ("fp32", "fp16", "int8")
+#: precisions a profile may ask for (the exporter registry's table: each precision's export option)
+PRECISIONS: Tuple[str, ...] = tuple(PRECISION_OPTIONS)
 
 _USB_ID = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
 _REQUIRED: Dict[str, type] = {
@@ -112,6 +119,11 @@ class BoardProfile:
 # ---------------------------------------------------------------------------------------- loading
 
 
+def known_formats() -> Tuple[str, ...]:
+    """:data:`FORMATS` plus every format the exporter registry makes."""
+    return tuple(dict.fromkeys(FORMATS + tuple(convertible())))
+
+
 def parse_profile(data: Any, source: str = "<data>") -> BoardProfile:
     """Validate the data of one profile file; raises :class:`InputError` naming ``source``."""
 
@@ -131,7 +143,8 @@ def parse_profile(data: Any, source: str = "<data>") -> BoardProfile:
     threads = data.get("threads")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise bad(f"'threads' must be a positive integer or null, found {threads!r}")
-    for key, allowed in (("formats", FORMATS), ("backends", BACKENDS)):
+    formats = known_formats()
+    for key, allowed in (("formats", formats), ("backends", BACKENDS)):
         vals = data[key]
         if not vals or any(v not in allowed for v in vals):
             raise bad(f"{key!r} must be a non-empty list of {', '.join(allowed)}; found {vals!r}")
@@ -148,8 +161,8 @@ def parse_profile(data: Any, source: str = "<data>") -> BoardProfile:
         if typ is None or not isinstance(val, typ):
             raise bad(f"camera.{key} must be one of {sorted(_CAMERA_KEYS)} with a value of that type, found {val!r}")
     conv = data["convert"]
-    if conv.get("to") not in FORMATS or conv.get("precision", "fp32") not in PRECISIONS:
-        raise bad(f"convert needs 'to' (one of {', '.join(FORMATS)}) and an optional precision; found {conv!r}")
+    if conv.get("to") not in formats or conv.get("precision", "fp32") not in PRECISIONS:
+        raise bad(f"convert needs 'to' (one of {', '.join(formats)}) and an optional precision; found {conv!r}")
     if conv.get("imgsz", data["imgsz"]) != data["imgsz"]:
         raise bad(f"convert.imgsz must equal imgsz ({data['imgsz']}), found {conv.get('imgsz')}")
     det = data["detect"]
@@ -428,36 +441,44 @@ def convert_command(profile: BoardProfile, model: str = "MODEL.pt") -> str:
     return " ".join(parts)
 
 
-#: formats and precisions `edgeseg convert` can make today (see edgeseg.converters.formats)
-CONVERTIBLE_FORMATS = ("onnx", "openvino", "torchscript", "ncnn")
-CONVERTIBLE_PRECISIONS = ("fp32", "fp16")
+def convertible() -> Dict[str, Tuple[str, ...]]:
+    """The formats ``edgeseg convert`` makes and the precisions of each, read from the exporter
+    registry (:func:`edgeseg.converters.export.registry.exporters`; no torch import)."""
+    from ..converters.export.registry import exporters
+
+    return {name: exp.precisions for name, exp in exporters().items()}
 
 
 def convert_gap(profile: BoardProfile) -> Optional[str]:
     """Why ``edgeseg convert`` cannot produce this board's model yet, or None when it can."""
     to, precision = profile.convert["to"], profile.convert.get("precision", "fp32")
-    missing = []
-    if to not in CONVERTIBLE_FORMATS:
-        missing.append(f"the {to} format")
-    if precision not in CONVERTIBLE_PRECISIONS:
-        missing.append(f"{precision} calibration")
-    if not missing:
+    table = convertible()
+    if to in table and precision in table[to]:
         return None
+    missing = f"the {to} format" if to not in table else f"{precision} {to} models"
+    makes = "; ".join(f"{name} in {' or '.join(precs)}" for name, precs in table.items())
     return (f"board {profile.name!r} runs {precision} {to} models, but edgeseg convert cannot make "
-            f"{' or '.join(missing)} yet (it makes {', '.join(CONVERTIBLE_FORMATS)} in "
-            f"{' or '.join(CONVERTIBLE_PRECISIONS)})")
+            f"{missing} yet (it makes {makes})")
 
 
 def convert_options(profile: BoardProfile, explicit: Mapping[str, Any]) -> Dict[str, Any]:
-    """``edgeseg convert`` options for a board: ``to``, ``imgsz`` and ``half`` from the profile,
-    under the options the user gave (``None`` / False = not given). Raises :class:`InputError`
-    when the board's own format or precision cannot be made yet and the user did not pick one."""
+    """``edgeseg convert`` options for a board: ``to``, ``imgsz`` and ``half`` (and ``int8`` for an
+    int8 board whose format takes it) from the profile, under the options the user gave (``None`` /
+    False = not given). Raises :class:`InputError` when the board's own format or precision cannot
+    be made yet and the user did not pick a format."""
+    from ..converters.export.registry import exporters
+
     conv = profile.convert
+    to = explicit.get("to") or conv["to"]
     out = {
-        "to": explicit.get("to") or conv["to"],
+        "to": to,
         "imgsz": explicit.get("imgsz") or conv.get("imgsz", profile.imgsz),
-        "half": bool(explicit.get("half")) or conv.get("precision") == "fp16",
+        "half": bool(explicit.get("half")),
     }
+    option = PRECISION_OPTIONS.get(conv.get("precision", "fp32"))
+    exporter = exporters().get(to)
+    if option is not None and exporter is not None and option in exporter.option_names:
+        out[option] = True
     gap = convert_gap(profile)
     if gap and not explicit.get("to"):  # the board's own recipe cannot be followed yet
         raise InputError(gap + "; pass --to to choose a format it can make, e.g. --to onnx")

@@ -25,6 +25,8 @@ class Results:
     - ``orig_shape``: (H, W) of the source image
     - ``path``: source file, if any; ``image``: the source BGR image, if kept (for :meth:`plot`)
     - ``speed``: milliseconds per stage: ``preprocess``, ``inference``, ``postprocess`` (streams add more)
+    - ``frame_index``: the source's capture index of the frame (streams; None for single images)
+    - ``frame_time``: ``time.monotonic()`` seconds when the frame was captured (streams; else None)
 
     Boolean or integer indexing selects detections: ``res[res.scores > 0.5]``.
     """
@@ -38,6 +40,8 @@ class Results:
     path: Optional[str] = None
     image: Optional[np.ndarray] = field(default=None, repr=False)
     speed: Dict[str, float] = field(default_factory=dict)
+    frame_index: Optional[int] = None
+    frame_time: Optional[float] = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -52,6 +56,10 @@ class Results:
         if self.masks is not None and len(self.masks) != n:
             raise InputError(f"Results: {n} detections but {len(self.masks)} masks")
         self.orig_shape = (int(self.orig_shape[0]), int(self.orig_shape[1]))
+        if self.frame_index is not None:
+            self.frame_index = int(self.frame_index)
+        if self.frame_time is not None:
+            self.frame_time = float(self.frame_time)
 
     # -- container protocol -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -69,6 +77,8 @@ class Results:
             path=self.path,
             image=self.image,
             speed=dict(self.speed),
+            frame_index=self.frame_index,
+            frame_time=self.frame_time,
         )
 
     def __repr__(self) -> str:

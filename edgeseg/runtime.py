@@ -75,9 +75,9 @@ class Runtime:
             raise ModelLoadError(f"model not found: {self.path}")
         backend_cls = select_backend(self.path, backend)
         self.backend: Backend = backend_cls(self.path, threads=threads, **backend_options)
+        self._lock = threading.Lock()  # one inference at a time on the backend (shared with views)
+        self._share = _ModelShare(self.backend, self._lock)
         self._closed = False
-        self._owns_backend = True
-        self._lock = threading.Lock()
         try:
             self._setup(conf, iou, max_det, classes, imgsz, retina_masks, names, agnostic_nms, nms)
         except BaseException:
@@ -163,6 +163,8 @@ class Runtime:
         if self._closed:
             raise InputError("this Runtime is closed")
         with self._lock:
+            if self._share.closed:  # closed by another thread since the check above
+                raise InputError("this Runtime is closed")
             return self.backend.run(feeds)
 
     def postprocess(self, outputs: Dict[str, np.ndarray], lb: Letterbox, img: Optional[np.ndarray] = None,
@@ -269,9 +271,13 @@ class Runtime:
     def with_options(self, **changes: Any) -> "Runtime":
         """A Runtime with other options (``conf``, ``iou``, ``max_det``, ``classes``, ``imgsz``,
         ``retina_masks``, ``names``, ``agnostic_nms``, ``nms``) that shares this one's loaded model:
-        nothing is loaded twice, and this object keeps its own settings. Closing the returned
-        Runtime leaves the shared model open (it is released with the last of the two objects);
-        closing this one closes it for both."""
+        nothing is loaded twice, and this object keeps its own settings.
+
+        The view and this Runtime are equal users of the one backend: each :meth:`close` (or garbage
+        collection) ends that object only, and the backend is released when the last of them is
+        closed. So closing a view leaves this Runtime working, closing this Runtime leaves its views
+        working, and ``Runtime(path).with_options(...)`` (the base dropped at once) releases the
+        model when the view is closed."""
         unknown = set(changes) - set(self._options)
         if unknown:
             raise InputError(f"with_options: unknown options {sorted(unknown)}; expected {sorted(self._options)}")
@@ -279,19 +285,23 @@ class Runtime:
             raise InputError("this Runtime is closed")
         opts = {**self._options, **changes}
         opts["classes"] = _check_options(opts["conf"], opts["iou"], opts["max_det"], opts["classes"], opts["nms"])
+        self._share.acquire()
         view = copy.copy(self)
-        view._owns_backend = False
-        view._base = self  # the model stays open while a view lives
-        view._setup(opts["conf"], opts["iou"], opts["max_det"], opts["classes"], opts["imgsz"], opts["retina_masks"],
-                    opts["names"], opts["agnostic_nms"], opts["nms"])
+        try:
+            view._setup(opts["conf"], opts["iou"], opts["max_det"], opts["classes"], opts["imgsz"],
+                        opts["retina_masks"], opts["names"], opts["agnostic_nms"], opts["nms"])
+        except BaseException:
+            view.close()
+            raise
         return view
 
     def close(self) -> None:
-        """Release the backend (a :meth:`with_options` view only marks itself closed). Idempotent."""
+        """End this Runtime (later calls raise :class:`InputError`); the backend is released when
+        this was the last open object sharing it (see :meth:`with_options`), after an inference
+        running in another thread has finished. Idempotent."""
         if not getattr(self, "_closed", True):
             self._closed = True
-            if self._owns_backend:
-                self.backend.close()
+            self._share.release()
 
     def __enter__(self) -> "Runtime":
         return self
@@ -313,6 +323,33 @@ class Runtime:
         from .eval.validate import validate
 
         return validate(self, data, **kwargs)
+
+
+class _ModelShare:
+    """A loaded backend and how many Runtime objects (a Runtime and its :meth:`Runtime.with_options`
+    views) still use it; the last :meth:`release` closes it, under the inference lock."""
+
+    def __init__(self, backend: Backend, infer_lock: threading.Lock) -> None:
+        self.backend = backend
+        self.users = 1
+        self.closed = False
+        self._infer_lock = infer_lock
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self.users <= 0:
+                raise InputError("this Runtime's model is closed")
+            self.users += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self.users -= 1
+            last = self.users == 0
+        if last:
+            with self._infer_lock:  # never under a running inference
+                self.closed = True
+                self.backend.close()
 
 
 def _check_options(conf: Any, iou: Any, max_det: Any, classes: Any, nms: Any) -> Optional[List[int]]:

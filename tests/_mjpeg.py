@@ -5,7 +5,9 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 SERVER = r"""
 import sys, time, cv2, numpy as np
@@ -48,3 +50,13 @@ def start_mjpeg_server(port: int, image: Path, fps: float = 30.0, shift: int = 4
         p.kill()
         raise RuntimeError("the MJPEG test server did not start")
     return p
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll ``cond`` until it is true (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True

@@ -14,9 +14,11 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")
 
+from _mjpeg import wait_for  # noqa: E402
 from edgeseg.live.pipeline import stream  # noqa: E402
 from edgeseg.live.sinks import JsonSink, Sink  # noqa: E402
-from edgeseg.live.sources import LiveSource  # noqa: E402
+from edgeseg.live.sources import Frame, LiveSource, Source  # noqa: E402
+from edgeseg.results import Results  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 MODEL = ASSETS / "models" / "yolov8n-seg-320-int8dyn.onnx"
@@ -164,3 +166,217 @@ def test_frame_age_stays_bounded_on_a_fast_live_source(rt) -> None:
     indices = [r.frame_index for r in results]
     assert indices == sorted(indices) and indices[-1] - indices[0] > 15  # frames were skipped, not queued
     assert "read" not in results[0].speed
+
+
+# -- threads and resources --------------------------------------------------------------------------
+
+def test_frame_fields_are_results_fields_kept_by_indexing(rt, video: Path) -> None:
+    for res in stream(rt, video, max_frames=3):
+        sub = res[res.class_ids == 0]  # the people, not the bus
+        assert 0 < len(sub) < len(res)
+        assert (sub.frame_index, sub.frame_time, sub.path) == (res.frame_index, res.frame_time, str(video))
+        assert sub.speed["frame_age"] == res.speed["frame_age"]
+        assert res.frame_time <= time.monotonic()
+
+
+class SlowSink(Sink):
+    """Blocks inside its first write; records whether close() came while a write was running."""
+
+    def __init__(self, block_s: float) -> None:
+        self.block_s = block_s
+        self.writing = False
+        self.entered = threading.Event()
+        self.closed = threading.Event()
+        self.closed_during_write = False
+        self.close_thread = ""
+
+    def write(self, packet: Any) -> None:
+        self.writing = True
+        try:
+            if not self.entered.is_set():
+                self.entered.set()
+                time.sleep(self.block_s)
+        finally:
+            self.writing = False
+
+    def close(self) -> None:
+        self.closed_during_write = self.writing
+        self.close_thread = threading.current_thread().name
+        self.closed.set()
+
+
+def test_close_never_closes_a_sink_inside_write(rt, video: Path) -> None:
+    sink = SlowSink(block_s=1.0)
+    s = stream(rt, video, sinks=[sink])
+    assert sink.entered.wait(20)
+    t0 = time.monotonic()
+    s.close(timeout=0.1)  # gives up waiting for the sinks thread ...
+    assert time.monotonic() - t0 < 0.9
+    assert not sink.closed.is_set()  # ... and so leaves the sink to it
+    assert sink.closed.wait(10)
+    assert not sink.closed_during_write and sink.close_thread == "edgeseg-sinks"
+    assert wait_for(lambda: not _threads())
+
+
+def test_close_waits_for_the_sinks_thread_and_closes_in_the_caller(rt, video: Path) -> None:
+    sink = SlowSink(block_s=0.5)
+    s = stream(rt, video, sinks=[sink])
+    assert sink.entered.wait(20)
+    s.close()  # waits for the write to return
+    assert sink.closed.is_set() and not sink.closed_during_write
+    assert sink.close_thread == threading.current_thread().name
+
+
+class SlowSource(Source):
+    """A file-like source whose third read blocks; records whether close() came during a read."""
+
+    live = False
+    name = "slow source"
+
+    def __init__(self, img: np.ndarray) -> None:
+        self.img = img
+        self.reading = False
+        self.entered = threading.Event()
+        self.closed = threading.Event()
+        self.closed_during_read = False
+
+    def frames(self, stop=None):
+        for i in range(100):
+            self.reading = True
+            if i == 2:
+                self.entered.set()
+                time.sleep(1.0)
+            self.reading = False
+            if stop is not None and stop.is_set():
+                return
+            yield Frame(self.img, i, time.monotonic(), self.name)
+
+    def close(self) -> None:
+        self.closed_during_read = self.reading
+        self.closed.set()
+
+
+def test_close_never_closes_the_source_inside_read(rt) -> None:
+    src = SlowSource(cv2.resize(cv2.imread(str(BUS)), (160, 120)))
+    s = stream(rt, src)
+    assert src.entered.wait(20)
+    s.close(timeout=0.1)
+    assert not src.closed.is_set()
+    assert src.closed.wait(10) and not src.closed_during_read
+    assert wait_for(lambda: not _threads())
+
+
+class CountingSource(Source):
+    live = False
+    name = "counting"
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def frames(self, stop=None):
+        img = np.zeros((48, 64, 3), np.uint8)
+        for i in range(self.n):
+            if stop is not None and stop.is_set():
+                return
+            yield Frame(img, i, time.monotonic(), self.name)
+
+
+def _empty_results(img: np.ndarray) -> Results:
+    """A runtime in the form stream() accepts besides Runtime: a callable image -> Results."""
+    return Results(np.zeros((0, 4)), [], [], {}, img.shape[:2])
+
+
+class NewKeys(Sink):
+    """Adds a new timing key per frame, so the stream's per-stage record grows while it runs."""
+
+    def write(self, packet: Any) -> None:
+        packet.result.speed[f"custom{packet.frame.index}"] = 1.0
+
+
+def test_summary_while_the_sinks_thread_records() -> None:
+    import sys
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    errors: List[BaseException] = []
+    try:
+        s = stream(_empty_results, CountingSource(400), sinks=[NewKeys()])
+        done = threading.Event()
+
+        def poll_summary() -> None:
+            while not done.is_set():
+                try:
+                    s.summary()
+                except BaseException as exc:  # RuntimeError: dictionary changed size during iteration
+                    errors.append(exc)
+                    return
+
+        t = threading.Thread(target=poll_summary)
+        t.start()
+        n = 0
+        for _ in s:
+            n += 1
+        done.set()
+        t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors, errors[0]
+    assert n == 400 and s.summary()["frames"] == 400 and len(s.summary()["ms"]) > 400
+
+
+class Poller(Sink):
+    """A sink with main-thread work (like the --show window): poll() must run in the iterating thread."""
+
+    def __init__(self) -> None:
+        self.write_threads: set = set()
+        self.poll_threads: set = set()
+        self.polls = 0
+
+    def write(self, packet: Any) -> None:
+        self.write_threads.add(threading.current_thread().name)
+
+    def poll(self) -> None:
+        self.poll_threads.add(threading.current_thread().name)
+        self.polls += 1
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_sink_poll_runs_in_the_thread_iterating_the_stream(pipelined: bool) -> None:
+    sink = Poller()
+    n = sum(1 for _ in stream(_empty_results, CountingSource(20), sinks=[sink], pipelined=pipelined))
+    me = threading.current_thread().name
+    assert n == 20 and sink.polls >= 20 and sink.poll_threads == {me}
+    assert sink.write_threads == ({"edgeseg-sinks"} if pipelined else {me})
+
+
+def test_show_sink_draws_in_the_sinks_thread_and_shows_in_the_main_thread(tmp_path: Path) -> None:
+    from edgeseg.live.sinks import ShowSink
+    from edgeseg.live.sources import opencv_has
+
+    if not opencv_has("GUI"):
+        pytest.skip("this OpenCV has no GUI (opencv-python-headless): --show cannot open a window here")
+    try:
+        sink = ShowSink("edgeseg test")
+    except Exception as exc:  # no display
+        pytest.skip(str(exc))
+    n = sum(1 for _ in stream(_empty_results, CountingSource(5), sinks=[sink]))
+    assert n == 5 and sink._gui_thread is threading.current_thread()
+
+
+def test_close_from_another_thread_ends_the_iteration(rt) -> None:
+    src = SlowSource(cv2.resize(cv2.imread(str(BUS)), (160, 120)))  # frame 2 takes 1 s to read
+    s = stream(rt, src)
+    got: List[int] = []
+
+    def consume() -> None:
+        for res in s:
+            got.append(res.frame_index)
+            if len(got) == 2:  # the iterating thread now waits for frame 2 when close() comes
+                threading.Timer(0.3, s.close).start()
+
+    t = threading.Thread(target=consume, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "the iterating thread still waits for results after close()"
+    assert got == [0, 1]
+

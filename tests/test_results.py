@@ -99,3 +99,13 @@ def test_masks_are_kept_per_box_not_full_frame(bus):
     assert total < 0.75 * len(bus) * 1080 * 810
     for c, (x0, y0), b in zip(bus.masks.crops, bus.masks.offsets, bus.boxes):
         assert x0 >= b[0] - 8 and y0 >= b[1] - 8 and x0 + c.shape[1] <= b[2] + 8 and y0 + c.shape[0] <= b[3] + 8
+
+
+def test_frame_fields_are_fields_kept_by_indexing():
+    res = Results([[0, 0, 4, 4], [1, 1, 3, 3]], [0.9, 0.2], [0, 1], {0: "a", 1: "b"}, (8, 8),
+                  path="cam", frame_index=np.int64(41), frame_time=12.5)
+    assert res.frame_index == 41 and type(res.frame_index) is int and res.frame_time == 12.5
+    for sub in (res[res.scores > 0.5], res[[1]], res[0], res[:0]):
+        assert (sub.frame_index, sub.frame_time, sub.path) == (41, 12.5, "cam")
+    plain = Results(np.zeros((0, 4)), [], [], {}, (8, 8))
+    assert plain.frame_index is None and plain.frame_time is None

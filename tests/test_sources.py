@@ -1,17 +1,21 @@
 """Sources: what a spec opens as, files in order, live newest-frame reading, reconnects, clear errors."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pytest
 
 cv2 = pytest.importorskip("cv2")
 
+from _mjpeg import wait_for  # noqa: E402
 from edgeseg.errors import BackendUnavailableError, InputError, SourceError  # noqa: E402
 from edgeseg.live.sources import FileSource, LiveSource, classify, list_cameras, open_source, opencv_has  # noqa: E402
 
@@ -200,8 +204,9 @@ def test_live_source_gives_up_after_reconnect_timeout() -> None:
     src.close()
 
 
-def test_live_mjpeg_over_http_with_ffmpeg() -> None:
-    """A real MJPEG HTTP stream (the preview server) read through OpenCV's FFmpeg backend."""
+@contextlib.contextmanager
+def mjpeg_server() -> Iterator[Any]:
+    """The preview server publishing a changing 160x120 image every 10 ms (a live MJPEG stream)."""
     from edgeseg.live.server import PreviewServer
 
     server = PreviewServer("127.0.0.1", 0).start()
@@ -218,6 +223,16 @@ def test_live_mjpeg_over_http_with_ffmpeg() -> None:
     t = threading.Thread(target=produce, daemon=True)
     t.start()
     try:
+        yield server
+    finally:
+        stop.set()
+        t.join()
+        server.close()
+
+
+def test_live_mjpeg_over_http_with_ffmpeg() -> None:
+    """A real MJPEG HTTP stream (the preview server) read through OpenCV's FFmpeg backend."""
+    with mjpeg_server() as server:
         src = open_source(f"http://127.0.0.1:{server.port}/stream.mjpg", timeout=5.0)
         assert src.live
         frames = []
@@ -227,10 +242,6 @@ def test_live_mjpeg_over_http_with_ffmpeg() -> None:
             if len(frames) == 5:
                 break
         src.close()
-    finally:
-        stop.set()
-        t.join()
-        server.close()
     assert all(f.image.shape == (120, 160, 3) for f in frames)
     assert frames[-1].index - frames[0].index > 4 * 2  # the grabber kept reading; we got the newest
     assert src.stats["dropped"] > 0
@@ -272,3 +283,89 @@ def test_hls_playlist_over_http(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- failures, resources, environment ---------------------------------------------------------------
+
+class Broken(Ticker):
+    """A capture whose driver raises (a bug, not a lost stream) after ``fail_after`` frames."""
+
+    def read(self):
+        if self.n >= self.fail_after:
+            raise ValueError("driver bug")
+        return super().read()
+
+
+def test_a_read_exception_ends_the_stream_instead_of_reconnecting() -> None:
+    opened: List[int] = []
+
+    def open_fn():
+        opened.append(1)
+        return Broken(0.002, fail_after=3)
+
+    src = LiveSource(open_fn, "broken", backoff=(0.01, 0.02))
+    deadline = time.monotonic() + 3.0
+    with pytest.raises(SourceError, match="broken: reading a frame failed: ValueError: driver bug") as exc:
+        for _ in src:
+            if time.monotonic() > deadline:  # the old behaviour: reconnecting for ever
+                break
+    src.close()
+    assert isinstance(exc.value.__cause__, ValueError)
+    assert len(opened) == 1 and src.stats["reconnects"] == 0
+
+
+
+def test_an_every_frame_stream_closed_unread_releases_its_connection() -> None:
+    with mjpeg_server() as server:
+        src = open_source(f"http://127.0.0.1:{server.port}/stream.mjpg", live=False, timeout=5.0)
+        assert not src.live
+        assert wait_for(lambda: server.clients == 1), "FFmpeg did not connect"
+        src.close()  # never iterated
+        assert wait_for(lambda: server.clients == 0), "the capture still holds the connection"
+        assert list(src) == []
+
+
+def test_opening_a_stream_never_changes_the_environment(monkeypatch) -> None:
+    """Grabber threads reopen streams while other threads run: the environment must stay as it is."""
+    key = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+    monkeypatch.delenv(key, raising=False)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)  # connections are accepted by the kernel and never answered: the open waits
+    seen: List[Optional[str]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.append(os.environ.get(key))
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(SourceError, match="cannot open the stream"):
+            open_source(f"rtsp://127.0.0.1:{silent.getsockname()[1]}/cam", timeout=1.0)
+        waited = time.monotonic() - t0
+    finally:
+        stop.set()
+        watcher.join()
+        silent.close()
+    assert waited >= 0.5 and len(seen) > 20  # the watcher really looked while OpenCV waited
+    assert set(seen) == {None}
+
+
+def test_one_camera_lister_for_sources_and_doctor(tmp_path: Path) -> None:
+    from edgeseg.live.sources import camera_devices
+    from edgeseg.tools import doctor
+
+    (tmp_path / "dev").mkdir()
+    for name in ("video3", "video1", "video-x"):
+        (tmp_path / "dev" / name).write_text("")
+    (tmp_path / "sys" / "class" / "video4linux" / "video3").mkdir(parents=True)
+    (tmp_path / "sys" / "class" / "video4linux" / "video3" / "name").write_text("USB cam\n")
+    assert camera_devices(tmp_path) == [{"device": "/dev/video1", "index": "1", "name": ""},
+                                        {"device": "/dev/video3", "index": "3", "name": "USB cam"}]
+    assert list_cameras(tmp_path) == ["/dev/video1", "/dev/video3"]
+    assert doctor._cameras(tmp_path, "Linux")["devices"] == camera_devices(tmp_path)
+    assert doctor.list_cameras is list_cameras

@@ -6,7 +6,6 @@ Commands are registered lazily in :data:`COMMANDS` (name -> "module:attribute") 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from typing import Any, Dict, List, Optional
 
 import click
@@ -28,22 +27,17 @@ COMMANDS: Dict[str, str] = {
 }
 
 
-def _module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 class LazyGroup(click.Group):
     """A click group that imports a command's module only when that command is used."""
 
     def list_commands(self, ctx: click.Context) -> List[str]:
-        return sorted(n for n, target in COMMANDS.items() if _module_exists(target.split(":")[0]))
+        # every registered command is listed; a command module that fails to import is a bug and
+        # raises when the command is used (never silently disappears from --help)
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
         target = COMMANDS.get(cmd_name)
-        if target is None or not _module_exists(target.split(":")[0]):
+        if target is None:
             return None
         module, attr = target.split(":")
         cmd: Any = getattr(importlib.import_module(module), attr)

@@ -16,16 +16,25 @@ ready) stays about one preprocess + inference + postprocess time.
 Each :class:`~edgeseg.results.Results` gets, besides ``preprocess``/``inference``/``postprocess``,
 these entries in ``res.speed`` (milliseconds): ``read`` (decoding a file frame; absent for live
 sources), ``frame_age`` (capture to result ready: the end-to-end latency) and ``sinks`` (time the
-sinks took for this frame). ``res.frame_index`` (the source's capture index) and ``res.frame_time``
-(``time.monotonic()`` at capture) are set as attributes.
+sinks took for this frame). Its fields ``frame_index`` (the source's capture index), ``frame_time``
+(``time.monotonic()`` at capture) and ``path`` come from the frame (and survive ``res[mask]``).
 
 Stopping: :meth:`Stream.stop` (or SIGINT/SIGTERM with ``handle_signals=True``) stops capturing; the
 frames already in flight finish and every sink is closed (videos finalized, files renamed into
 place). A second signal aborts at once (KeyboardInterrupt). Leaving a ``for`` loop early or calling
 :meth:`Stream.close` also closes the sinks and the source.
+
+Threads and resources: the capture thread alone iterates the source and the sinks thread alone
+calls ``sink.write``. :meth:`Stream.close` waits for them (``timeout``); a resource is closed only
+once the thread using it has left it: when a thread is still inside a ``read`` or ``write`` after the
+timeout, that thread closes its source or sinks itself as soon as the call returns. Sinks that have a
+``poll()`` method (the ``--show`` window) get it called from the thread that iterates the stream,
+once per result and while waiting for one: GUI toolkits (macOS's in particular) need the main thread.
+:meth:`Stream.summary` may be called from any thread while the stream runs.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import signal
@@ -44,6 +53,36 @@ log = logging.getLogger("edgeseg.live.pipeline")
 
 _END = object()
 _POLL = 0.05  # seconds: how often blocked stages look at the stop/abort flags
+
+class _Handoff:
+    """A resource that one stage thread uses (the source, the sinks), closed exactly once by whoever
+    is last: :meth:`Stream.close` when the thread has already left it, else the thread itself when it
+    leaves (after :meth:`Stream.close` stopped waiting for it)."""
+
+    def __init__(self, close: Callable[[], List[BaseException]], what: str, left: bool = False) -> None:
+        self._close = close
+        self._what = what
+        self._lock = threading.Lock()
+        self._left = left
+        self._wanted = False
+
+    def leave(self) -> None:
+        """The thread is done with the resource (called from that thread)."""
+        with self._lock:
+            self._left = True
+            run = self._wanted
+        if run:
+            for exc in self._close():
+                log.error("closing %s after its thread returned failed: %s", self._what, exc)
+
+    def close_or_hand_over(self) -> Optional[List[BaseException]]:
+        """Close now (the errors of closing) when the thread has left; else None: the thread will."""
+        with self._lock:
+            self._wanted = True
+            if not self._left:
+                return None
+        return self._close()
+
 
 Stages = Tuple[Callable[[np.ndarray], Tuple[Any, Any]], Callable[[Any], Any], Callable[[Any, Any, np.ndarray], Any]]
 
@@ -87,7 +126,8 @@ def stream(runtime: Any, source: Any, *, sinks: Sequence[Any] = (), max_frames: 
       glob, URL, GStreamer pipeline, ``"picamera"``) or an open :class:`~edgeseg.live.sources.Source`;
       ``source_options`` (``width``, ``height``, ``fps``, ``live``, ``reconnect_timeout``...) go to it.
     - ``sinks``: objects with ``write(packet)`` and ``close()`` (see :mod:`edgeseg.live.sinks`), fed in order
-      in their own thread before each result is handed to you.
+      in their own thread before each result is handed to you; a sink's optional ``poll()`` is called
+      from the thread iterating the stream (for GUI work, which needs the main thread).
     - ``max_frames``: stop after this many frames.
     - ``pipelined=False`` runs every stage in the calling thread, one frame at a time (the reference
       the pipeline benchmark compares against).
@@ -127,6 +167,10 @@ class Stream:
         self._started = time.monotonic()
         self._ages: List[float] = []
         self._stage_ms: Dict[str, List[float]] = {}
+        self._stats_lock = threading.Lock()  # the sinks thread records, summary() reads from any thread
+        self._pollers = [s for s in sinks if callable(getattr(s, "poll", None))]
+        self._source_use = _Handoff(self._close_source, f"source {source.name}", left=not pipelined)
+        self._sinks_use = _Handoff(self._close_sinks, "the sinks", left=not pipelined)
         self._signals: Dict[int, Any] = {}
         self._signal_count = 0
         if handle_signals:
@@ -161,8 +205,10 @@ class Stream:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def close(self) -> None:
-        """Stop now: drop frames in flight, join the threads, close the sinks and the source.
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop now: drop frames in flight, wait up to ``timeout`` s for the threads, close the sinks
+        and the source. A thread still inside a source read or a sink write then closes what it uses
+        itself when that call returns (a warning says so): nothing is closed under a running call.
         Raises the first sink error, if closing a sink failed."""
         if self._closed:
             return
@@ -170,8 +216,23 @@ class Stream:
         self._stop.set()
         if not self._finished:
             self._abort.set()
+        deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout=10.0)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if stuck:
+            log.warning("stream closed while %s still running after %.0fs; the source and sinks they use "
+                        "are closed when their current call returns", ", ".join(stuck), timeout)
+        if not self.pipelined:
+            with contextlib.suppress(ValueError):  # (ValueError: close() called while another thread iterates)
+                _close_iterator(self._frames)  # a generator's finally releases its files now
+        errors = self._sinks_use.close_or_hand_over() or []
+        errors += self._source_use.close_or_hand_over() or []
+        self._restore_signals()
+        if errors and not self._errors:
+            raise errors[0]
+
+    def _close_sinks(self) -> List[BaseException]:
         errors: List[BaseException] = []
         for sink in self.sinks:
             try:
@@ -179,10 +240,15 @@ class Stream:
             except Exception as exc:  # keep closing the others; report the first
                 log.error("closing %s failed: %s", type(sink).__name__, exc)
                 errors.append(exc)
-        self.source.close()
-        self._restore_signals()
-        if errors and not self._errors:
-            raise errors[0]
+        return errors
+
+    def _close_source(self) -> List[BaseException]:
+        try:
+            self.source.close()
+        except Exception as exc:
+            log.error("closing %s failed: %s", self.source.name, exc)
+            return [exc]
+        return []
 
     def __enter__(self) -> "Stream":
         return self
@@ -224,7 +290,20 @@ class Stream:
             if self._errors:
                 raise self._errors[0]
             raise StopIteration
+        try:
+            self._poll()
+        except BaseException:
+            self.close()
+            raise
         return item
+
+    def _poll(self) -> None:
+        """Main-thread work of the sinks (``poll()``: GUI windows), in the thread iterating the stream."""
+        for sink in self._pollers:
+            sink.poll()
+            if getattr(sink, "stop_requested", False) and not self._stop.is_set():
+                log.info("%s asked to stop", type(sink).__name__)
+                self._stop.set()
 
     def _next_pipelined(self) -> Any:
         while True:
@@ -234,7 +313,9 @@ class Stream:
             try:
                 return self._out.get(timeout=_POLL)
             except queue.Empty:
-                continue
+                if self._abort.is_set():  # closed from another thread: nothing more will come
+                    return _END
+                self._poll()
 
     def _next_sequential(self) -> Any:
         if self._stop.is_set() or (self.max_frames is not None and self._count >= self.max_frames):
@@ -287,9 +368,10 @@ class Stream:
                     log.info("%s asked to stop", type(sink).__name__)
                     self._stop.set()
         res.speed["sinks"] = _ms(t0)
-        self._ages.append(res.speed["frame_age"])
-        for k, v in res.speed.items():
-            self._stage_ms.setdefault(k, []).append(v)
+        with self._stats_lock:
+            self._ages.append(res.speed["frame_age"])
+            for k, v in res.speed.items():
+                self._stage_ms.setdefault(k, []).append(v)
         return res
 
     # -- threads ------------------------------------------------------------------------------------
@@ -349,7 +431,11 @@ class Stream:
                 if not put(self._q[0], _Item(frame, None if live else _ms(t0))):
                     return
         finally:
-            self._put(self._q[0], _END)
+            try:
+                _close_iterator(frames)  # this thread runs the generator: release its files here
+            finally:
+                self._source_use.leave()
+                self._put(self._q[0], _END)
 
     def _stage(self, qin: "queue.Queue[Any]", qout: "queue.Queue[Any]", body: Callable[[_Item], Any]) -> None:
         while True:
@@ -402,7 +488,10 @@ class Stream:
         self._stage(self._q[2], self._q[3], self._do_post)
 
     def _stage_sinks(self) -> None:
-        self._stage(self._q[3], self._out, self._do_sinks)
+        try:
+            self._stage(self._q[3], self._out, self._do_sinks)
+        finally:
+            self._sinks_use.leave()
 
     # -- signals ------------------------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -438,9 +527,11 @@ class Stream:
     def summary(self) -> Dict[str, Any]:
         """Frames, wall time, FPS, median/p90 ms per stage and frame age, source counters."""
         elapsed = time.monotonic() - self._started
-        n = len(self._ages)
+        with self._stats_lock:  # a snapshot: the sinks thread keeps recording
+            n = len(self._ages)
+            stage_ms = {k: list(v) for k, v in self._stage_ms.items() if v}
         stages = {k: {"median": round(float(np.median(v)), 2), "p90": round(float(np.percentile(v, 90)), 2)}
-                  for k, v in self._stage_ms.items() if v}
+                  for k, v in stage_ms.items()}
         return {
             "frames": n,
             "seconds": round(elapsed, 3),
@@ -449,6 +540,12 @@ class Stream:
             "ms": stages,
             "source": {"name": self.source.name, "live": bool(self.source.live), **self.source.stats},
         }
+
+
+def _close_iterator(frames: Any) -> None:
+    close = getattr(frames, "close", None)  # generators have it; a plain iterator has nothing to close
+    if callable(close):
+        close()
 
 
 def _ms(t0: float) -> float:

@@ -479,9 +479,15 @@ class MqttSink(Sink):
 
 
 class ShowSink(Sink):
-    """An OpenCV window (``q`` or Esc stops). Needs OpenCV built with GUI support and a display."""
+    """An OpenCV window (``q`` or Esc stops). Needs OpenCV with GUI support and a display.
+
+    :meth:`write` (the sinks thread) only keeps the newest annotated frame; :meth:`poll`, which the
+    pipeline calls from the thread iterating the stream (the main thread: macOS allows GUI calls
+    nowhere else), shows it and reads the keyboard."""
 
     def __init__(self, title: str = "edgeseg") -> None:
+        import threading
+
         from .sources import opencv_has
 
         if not opencv_has("GUI"):
@@ -494,19 +500,34 @@ class ShowSink(Sink):
                 "--show needs a display, but neither DISPLAY nor WAYLAND_DISPLAY is set (SSH session?). "
                 "Use --serve 8080 and open http://<board>:8080 (with --serve 0.0.0.0:8080 --token SECRET)")
         self.title = title
-        self._opened = False
+        self._lock = threading.Lock()
+        self._pending: Optional[np.ndarray] = None
+        self._gui_thread: Any = None  # the thread that opened the window (only it may close it)
 
     def write(self, packet: Packet) -> None:
+        img = packet.annotated
+        with self._lock:
+            self._pending = img
+
+    def poll(self) -> None:
+        import threading
+
         import cv2
 
-        cv2.imshow(self.title, packet.annotated)
-        self._opened = True
-        key = cv2.waitKey(1) & 0xFF
-        if key in (ord("q"), 27):
-            self.stop_requested = True
+        with self._lock:
+            img, self._pending = self._pending, None
+        if img is not None:
+            cv2.imshow(self.title, img)
+            self._gui_thread = threading.current_thread()
+        if self._gui_thread is not None:
+            key = cv2.waitKey(1) & 0xFF
+            if key in (ord("q"), 27):
+                self.stop_requested = True
 
     def close(self) -> None:
-        if self._opened:
+        import threading
+
+        if self._gui_thread is not None and self._gui_thread is threading.current_thread():
             import cv2
 
             cv2.destroyWindow(self.title)

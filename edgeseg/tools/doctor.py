@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 from ..backend import module_available
 from ..runtimes.litert import EDGETPU_LIBRARY  # the one table: the backend loads these names
+from ..live.sources.cameras import camera_devices, list_cameras  # the one camera lister (list_cameras re-exported)
 
 __all__ = ["collect", "format_report", "EDGETPU_LIBRARY", "CORAL_USB_IDS", "opencv_build_facts", "list_cameras"]
 
@@ -168,25 +169,8 @@ def _opencv() -> Dict[str, Any]:
     return {"version": cv2.__version__, **opencv_build_facts(cv2.getBuildInformation())}
 
 
-def list_cameras(root: Union[str, Path] = "/") -> List[Dict[str, str]]:
-    """Video devices under ``root``: ``/dev/video*`` with the name sysfs gives, sorted by number."""
-    r = Path(root)
-    found = []
-    for dev in (r / "dev").glob("video*"):
-        m = re.fullmatch(r"video(\d+)", dev.name)
-        if not m:
-            continue
-        name_file = r / "sys" / "class" / "video4linux" / dev.name / "name"
-        try:
-            name = name_file.read_text(encoding="utf-8", errors="replace").strip()
-        except OSError:
-            name = ""
-        found.append((int(m.group(1)), {"device": f"/dev/{dev.name}", "index": m.group(1), "name": name}))
-    return [d for _, d in sorted(found, key=lambda t: t[0])]
-
-
 def _cameras(root: Path, system: str) -> Dict[str, Any]:
-    out: Dict[str, Any] = {"devices": list_cameras(root) if system == "Linux" else [],
+    out: Dict[str, Any] = {"devices": camera_devices(root) if system == "Linux" else [],
                            "picamera2": module_available("picamera2")}
     if system != "Linux":
         out["note"] = f"cameras are not enumerated on {system}; use --camera 0, 1, ..."

@@ -161,3 +161,15 @@ def test_int8_input_errors(tmp_path):
         export(PT, to="tflite", int8=True, data=tmp_path / "missing.yaml", imgsz=160, out=tmp_path / "x.tflite",
                progress=False)
     assert not list(tmp_path.iterdir())
+
+
+def test_info_prints_the_edgetpu_op_check(edgetpu):
+    from click.testing import CliRunner
+
+    from edgeseg.cli import main
+
+    res = CliRunner().invoke(main, ["info", "-m", str(edgetpu / "n_full_integer_quant.tflite")])
+    assert res.exit_code == 0, res.output
+    line = next(l for l in res.output.splitlines() if "Edge TPU op check" in l)
+    done, total = [int(v) for v in line.split(":")[1].split("ops")[0].split(" of ")]
+    assert done == total > 100

@@ -34,6 +34,18 @@ def info(model: Path, backend: str, imgsz: Any, names_file: Any, as_json: bool) 
         click.echo(json.dumps(d, indent=2))
         return
     click.echo(_format(d))
+    if model.suffix.lower() == ".tflite" and "quantization" in d["input"]:
+        click.echo(_edgetpu_lines(model))
+
+
+def _edgetpu_lines(model: Path) -> str:
+    """For an integer-input TFLite model: which ops the Edge TPU would map and which fall back to the CPU."""
+    try:
+        from ..converters.export._litert import edgetpu_check
+        from ..converters.export.edgetpu import op_summary
+    except ImportError as exc:  # pragma: no cover - converters are part of the package
+        return f"edge tpu     op check unavailable: {exc}"
+    return "edge tpu     " + op_summary(edgetpu_check(model)).replace("\n", "\n             ")
 
 
 def _format(d: Dict[str, Any]) -> str:

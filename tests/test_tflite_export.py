@@ -22,6 +22,7 @@ pytestmark = pytest.mark.skipif(
 
 PT = MODELS / "yolov8n-seg-coco.pt"
 COCO8 = ASSETS / "datasets" / "coco8-seg.yaml"
+COCO128 = ASSETS / "datasets" / "coco128-seg.yaml"
 IMGSZ = 320
 
 
@@ -47,7 +48,11 @@ def fp32(tfl_dir):
 
 @pytest.fixture(scope="session")
 def int8(tfl_dir):
-    return _export(tfl_dir, "n_int8.tflite", to="tflite", imgsz=IMGSZ, int8=True, data=COCO8, calib_images=8)
+    # 32 real images calibrate well enough for verify's int8 limits (coco8's 4 do not: scores drift
+    # by up to 0.18); the accuracy report runs on coco8's val split to stay fast
+    require_assets(COCO128)
+    return _export(tfl_dir, "n_int8.tflite", to="tflite", imgsz=IMGSZ, int8=True, data=COCO128, calib_images=32,
+                   val_data=COCO8)
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +99,7 @@ def test_int8_split_layout_runs_and_verifies(int8):
     meta = read_tflite_zip_metadata(int8)
     assert meta["output_layout"] == "split" and meta["quantization"] == "int8"
     assert set(meta["split_outputs"]) == {"boxes", "scores", "coefs", "protos"}
-    assert meta["int8"]["calibration"]["images"] == 4  # coco8's train split holds 4 images
+    assert meta["int8"]["calibration"]["images"] == 32
     acc = meta["int8_accuracy"]  # float vs int8 val on coco8's val split, written into the model
     assert {"float", "int8"} <= set(acc) and 0 < acc["int8"]["mask_map"] <= 1
     with Runtime(int8) as rt:

@@ -119,5 +119,5 @@ EXPORTER = Exporter(
     bench=False,
     stages=7,
     check=_check,
-    order=45,
+    order=96,
 )

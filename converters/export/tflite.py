@@ -132,5 +132,5 @@ EXPORTER = Exporter(
     backend="litert",
     stages=_stages,
     check=_check,
-    order=40,
+    order=95,
 )

@@ -51,7 +51,9 @@ def export_edgetpu(job: ExportJob) -> None:
 
     with job.stage("litert-torch convert (NHWC)"):
         model = lt.float_tflite(job.net, job.imgsz, split=True)
-    name = f"{job.name}_full_integer_quant.tflite"
+    # <name>: the folder's stem when it is <name>_edgetpu_model, else the checkpoint's (--out coral/)
+    stem = job.name if job.target.name.endswith(EXPORTER.suffix) else job.loaded.source.stem
+    name = f"{stem}_full_integer_quant.tflite"
     path = job.path / name
     meta = write_int8(job, model, dict(job.meta, boxes_normalized=True), integer_io=True, float_parts=(), path=path)
     with job.stage("Edge TPU op check"):

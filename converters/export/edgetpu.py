@@ -55,12 +55,14 @@ def export_edgetpu(job: ExportJob) -> None:
     stem = job.name if job.target.name.endswith(EXPORTER.suffix) else job.loaded.source.stem
     name = f"{stem}_full_integer_quant.tflite"
     path = job.path / name
-    meta = write_int8(job, model, dict(job.meta, boxes_normalized=True), integer_io=True, float_parts=(), path=path)
+    meta, q = write_int8(job, model, dict(job.meta, boxes_normalized=True), integer_io=True, float_parts=(), path=path)
     with job.stage("Edge TPU op check"):
         rows = lt.edgetpu_check(path)
         print(op_summary(rows), file=sys.stderr)
         meta["edgetpu_ops"] = {"total": len(rows), "tpu": sum(r["tpu"] and not r["after_cpu"] for r in rows),
                                "cpu": [f"{r['index']}:{r['op']}" for r in rows if not r["tpu"] or r["after_cpu"]]}
+        path.write_bytes(q)  # the metadata zip again, now with the op mapping
+        lt.append_metadata(path, meta)
     with job.stage("edgetpu_compiler"):
         final = job.target / name
         exe = shutil.which(COMPILER)

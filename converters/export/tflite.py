@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Tuple
 
 from edgeseg.errors import InputError
 
@@ -63,9 +63,9 @@ def export_tflite(job: ExportJob) -> None:
 
 
 def write_int8(job: ExportJob, model: bytes, meta: Dict[str, Any], *, integer_io: bool, float_parts: Any,
-               path: Path = None) -> Dict[str, Any]:  # type: ignore[assignment]
+               path: Path = None) -> Tuple[Dict[str, Any], bytes]:  # type: ignore[assignment]
     """Calibrate, quantize, validate float vs int8 and write the int8 model (with its report) at
-    ``path`` (default ``job.path``). Returns the metadata written."""
+    ``path`` (default ``job.path``). Returns the metadata written and the bare flatbuffer."""
     from . import _litert as lt
 
     o = job.options
@@ -86,7 +86,7 @@ def write_int8(job: ExportJob, model: bytes, meta: Dict[str, Any], *, integer_io
     with job.stage("write TFLite + metadata"):
         path.write_bytes(q)
         lt.append_metadata(path, meta)
-    return meta
+    return meta, q
 
 
 def _report(job: ExportJob, float_model: bytes, q: bytes, meta: Mapping[str, Any]) -> Any:

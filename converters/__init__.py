@@ -21,6 +21,7 @@ _LAZY = {
     "load_model": ("edgeseg.converters.checkpoint", "load_model"),
     "save_checkpoint": ("edgeseg.converters.checkpoint", "save_checkpoint"),
     "new_model": ("edgeseg.converters.checkpoint", "new_model"),
+    "train": ("edgeseg.converters.train", "train"),
     "LoadedModel": ("edgeseg.converters.checkpoint", "LoadedModel"),
     "SegmentationModel": ("edgeseg.converters.model", "SegmentationModel"),
     "architecture": ("edgeseg.converters.arch", "architecture"),

@@ -2,7 +2,10 @@
 
 Ultralytics checkpoint (a torch zip of a pickled ``dict``): ``{"model": SegmentationModel,
 "ema": SegmentationModel or None, "train_args": {...}, ...}``. It is read with
-:mod:`.unpickle` (nothing from the file is executed, Ultralytics is not needed). The pickled
+:mod:`.unpickle`, never with ``torch.load``: the zip layout is checked first (TorchScript archives
+and every other layout are refused before anything is unpickled), the pickle is pre-scanned and
+unpickled into inert placeholders, and tensors are read only after their shapes fit the
+architecture. Nothing from the file is executed; Ultralytics is not needed. The pickled
 model's ``yaml`` attribute is the architecture description; ``names`` the class names;
 ``args["imgsz"]`` (or the checkpoint's ``train_args``) the training image size.
 
@@ -11,12 +14,13 @@ edgeseg checkpoint, two containers with the same content — the weights plus a 
 "imgsz": [h, w], "task": "segment"}``:
 
 * ``.safetensors``: the config string under the header metadata key ``"edgeseg"``;
-* ``.pt``: ``torch.save({"edgeseg": config, "state_dict": {...}})`` (loads with ``weights_only=True``).
+* ``.pt``: ``torch.save({"edgeseg": config, "state_dict": {...}})`` (also loads with ``torch.load(weights_only=True)``).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import re
 import zipfile
@@ -26,10 +30,11 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
-from edgeseg.errors import ModelLoadError
+from edgeseg.errors import EdgesegError, ModelLoadError
 
+from .arch import validate_architecture
 from .model import SegmentationModel
-from .unpickle import Placeholder, module_tree_state_dict, pickle_module
+from .unpickle import Placeholder, TensorRef, TorchArchive, module_tree_state_dict, read_checkpoint
 
 __all__ = ["LoadedModel", "load_model", "new_model", "save_checkpoint", "sha256_file", "CHECKPOINT_SUFFIXES"]
 
@@ -37,6 +42,9 @@ __all__ = ["LoadedModel", "load_model", "new_model", "save_checkpoint", "sha256_
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
 FORMAT_NAME = "edgeseg"
 FORMAT_VERSION = 1
+#: largest model :func:`load_model` builds (parameters), and largest training image size it accepts
+MAX_PARAMETERS = 300_000_000
+MAX_IMGSZ = 8192
 
 
 @dataclass
@@ -95,17 +103,29 @@ def load_model(path: Union[str, Path]) -> LoadedModel:
     if path.stat().st_size == 0:
         raise ModelLoadError(f"{path}: file is empty (expected a .pt or .safetensors checkpoint)")
     digest = sha256_file(path)
+    try:
+        return _load(path, digest)
+    except EdgesegError:
+        raise
+    except Exception as exc:  # MemoryError, RecursionError, or a check this loader lacks: never raw
+        raise ModelLoadError(f"{path}: could not read the checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
+
+
+def _load(path: Path, digest: str) -> LoadedModel:
     if path.suffix.lower() == ".safetensors":
         config, state = _read_safetensors(path)
         return _from_config(path, digest, config, state)
-    obj = _read_pickle(path)
-    if isinstance(obj, dict) and FORMAT_NAME in obj:
-        config = obj[FORMAT_NAME]
-        state = obj.get("state_dict")
-        if not isinstance(config, dict) or not isinstance(state, dict):
-            raise ModelLoadError(f"{path}: edgeseg checkpoint without a config dict and a state_dict")
-        return _from_config(path, digest, config, state)
-    return _from_ultralytics(path, digest, obj)
+    obj, archive = _read_pickle(path)
+    try:
+        if isinstance(obj, dict) and FORMAT_NAME in obj:
+            config = obj[FORMAT_NAME]
+            state = obj.get("state_dict")
+            if not isinstance(config, dict) or not isinstance(state, dict):
+                raise ModelLoadError(f"{path}: edgeseg checkpoint without a config dict and a state_dict")
+            return _from_config(path, digest, config, state)
+        return _from_ultralytics(path, digest, obj)
+    finally:
+        archive.close()
 
 
 def new_model(family: str = "yolov8-seg", scale: str = "n", nc: int = 80, names: Optional[Dict[int, str]] = None,
@@ -125,16 +145,14 @@ def new_model(family: str = "yolov8-seg", scale: str = "n", nc: int = 80, names:
 # --------------------------------------------------------------------------- reading
 
 
-def _read_pickle(path: Path) -> Any:
+def _read_pickle(path: Path) -> Tuple[Any, TorchArchive]:
+    """Unpickle a torch.save zip through :mod:`.unpickle` (never ``torch.load``, never TorchScript)."""
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(
             f"{path}: not a PyTorch checkpoint (expected a torch zip archive as written by torch.save, "
             f"found {_sniff(path)})"
         )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=pickle_module)
-    except Exception as exc:  # corrupt zip, truncated pickle, missing storages...
-        raise ModelLoadError(f"{path}: could not read the checkpoint ({type(exc).__name__}: {exc})") from exc
+    return read_checkpoint(path)
 
 
 def _sniff(path: Path) -> str:
@@ -172,24 +190,27 @@ def _read_safetensors(path: Path) -> Tuple[Dict[str, Any], Dict[str, torch.Tenso
 
 def _from_config(path: Path, digest: str, config: Dict[str, Any], state: Dict[str, Any]) -> LoadedModel:
     if config.get("format") != FORMAT_NAME or "arch" not in config:
-        raise ModelLoadError(f"{path}: expected an edgeseg config with 'format' and 'arch', found keys {sorted(config)}")
-    names = {int(k): str(v) for k, v in (config.get("names") or {}).items()}
-    model = _build(path, config["arch"], names, state)
-    imgsz = _imgsz(config.get("imgsz", 640))
+        raise ModelLoadError(f"{path}: expected an edgeseg config with 'format' and 'arch', found keys "
+                             f"{sorted(map(str, config))[:8]}")
+    arch = config["arch"]
+    _validate(path, arch)
+    names = _names(path, config.get("names"), arch["nc"])
+    imgsz = _imgsz(config.get("imgsz", 640), path)
+    model = _build(path, arch, names, state)
     return LoadedModel(model, model.names, imgsz, path, digest, "edgeseg", {"arch_name": _arch_name(config["arch"])})
 
 
 def _from_ultralytics(path: Path, digest: str, ckpt: Any) -> LoadedModel:
     if not isinstance(ckpt, dict):
         raise ModelLoadError(f"{path}: expected a checkpoint dict with a 'model' entry, found {_describe(ckpt)}")
-    if all(isinstance(v, torch.Tensor) for v in ckpt.values()) and ckpt:
+    if all(isinstance(v, TensorRef) for v in ckpt.values()) and ckpt:
         raise ModelLoadError(
             f"{path}: found a bare state_dict ({len(ckpt)} tensors) without an architecture; "
             "expected an Ultralytics checkpoint or an edgeseg checkpoint"
         )
     net = ckpt.get("ema") or ckpt.get("model")
     if net is None:
-        raise ModelLoadError(f"{path}: expected a checkpoint with a 'model' or 'ema' entry, found keys {sorted(map(str, ckpt))}")
+        raise ModelLoadError(f"{path}: expected a checkpoint with a 'model' or 'ema' entry, found {_describe(ckpt)}")
     if not isinstance(net, Placeholder) or not isinstance(net.state, dict):
         raise ModelLoadError(f"{path}: expected a pickled Ultralytics model under 'model', found {_describe(net)}")
     attrs = net.state
@@ -200,21 +221,19 @@ def _from_ultralytics(path: Path, digest: str, ckpt: Any) -> LoadedModel:
             "found attributes " + ", ".join(sorted(k for k in attrs if not k.startswith("_")))
         )
     arch = dict(arch)
-    if not arch.get("scale") and arch.get("scales"):
+    if not arch.get("scale") and isinstance(arch.get("scales"), dict) and arch["scales"]:
         arch["scale"] = _guess_scale(arch)
-    names = attrs.get("names")
-    if isinstance(names, (list, tuple)):
-        names = dict(enumerate(names))
-    names = {int(k): str(v) for k, v in (names or {}).items()}
-    state = module_tree_state_dict(net)
-    model = _build(path, arch, names, state)
+    _validate(path, arch)
+    names = _names(path, attrs.get("names"), arch["nc"])
     args = attrs.get("args") if isinstance(attrs.get("args"), dict) else ckpt.get("train_args") or {}
-    imgsz = _imgsz(args.get("imgsz", 640) if isinstance(args, dict) else 640)
+    imgsz = _imgsz(args.get("imgsz", 640) if isinstance(args, dict) else 640, path)
+    state = module_tree_state_dict(net, str(path))
+    model = _build(path, arch, names, state)
     info = {
         "arch_name": _arch_name(arch),
-        "ultralytics_version": ckpt.get("version"),
-        "date": ckpt.get("date"),
-        "license": ckpt.get("license"),
+        "ultralytics_version": _text(ckpt.get("version")),
+        "date": _text(ckpt.get("date")),
+        "license": _text(ckpt.get("license")),
         "weights": "ema" if ckpt.get("ema") is not None else "model",
         "pickled_class": net.qualname(),
     }
@@ -222,14 +241,24 @@ def _from_ultralytics(path: Path, digest: str, ckpt: Any) -> LoadedModel:
 
 
 def _build(path: Path, arch: Dict[str, Any], names: Dict[int, str], state: Dict[str, Any]) -> SegmentationModel:
-    model = SegmentationModel(arch, names or None)
-    ours = model.state_dict()
+    # built first on the meta device (no memory): the size is checked and the weights' shapes
+    # compared before one tensor is read or allocated
+    with torch.device("meta"):
+        probe = SegmentationModel(arch, names or None)
+    count = sum(p.numel() for p in probe.parameters())
+    if count > MAX_PARAMETERS:
+        raise ModelLoadError(f"{path}: the architecture describes {count / 1e6:.0f}M parameters "
+                             f"(at most {MAX_PARAMETERS / 1e6:.0f}M accepted; YOLOv8x-seg has 72M)")
+    ours = probe.state_dict()
+    bad = sorted(str(k) for k, v in state.items() if not isinstance(v, (TensorRef, torch.Tensor)))
+    if bad:
+        raise ModelLoadError(f"{path}: state_dict entries that are not tensors: {', '.join(bad[:3])}")
     missing = sorted(set(ours) - set(state))
-    unexpected = sorted(set(state) - set(ours))
+    unexpected = sorted(map(str, set(state) - set(ours)))
     wrong = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(ours[k].shape)})"
+        f"{k} {_shape(state[k])} (expected {tuple(ours[k].shape)})"
         for k in ours
-        if k in state and tuple(state[k].shape) != tuple(ours[k].shape)
+        if k in state and _shape(state[k]) != tuple(ours[k].shape)
     ]
     if missing or unexpected or wrong:
         parts = []
@@ -243,8 +272,19 @@ def _build(path: Path, arch: Dict[str, Any], names: Dict[int, str], state: Dict[
             f"{path}: the weights do not fit the architecture {_arch_name(arch)!r} "
             f"(nc={arch.get('nc')}, scale={arch.get('scale')!r}): " + "; ".join(parts)
         )
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    tensors = {k: v.materialize() if isinstance(v, TensorRef) else v for k, v in state.items()}
+    bad_dtype = [k for k, v in tensors.items() if v.is_floating_point() != ours[k].is_floating_point()]
+    if bad_dtype:
+        raise ModelLoadError(f"{path}: {len(bad_dtype)} tensors of the wrong kind (first: {bad_dtype[0]} is "
+                             f"{tensors[bad_dtype[0]].dtype}, expected {ours[bad_dtype[0]].dtype})")
+    model = SegmentationModel(arch, names or None)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
     return model.float().eval()
+
+
+def _shape(v: Any) -> Tuple[Any, ...]:
+    shape = v.shape
+    return tuple(shape) if isinstance(shape, (tuple, list, torch.Size)) else (shape,)
 
 
 def _guess_scale(arch: Dict[str, Any]) -> str:
@@ -261,17 +301,57 @@ def _arch_name(arch: Dict[str, Any]) -> str:
     return "custom-seg"
 
 
-def _imgsz(v: Any) -> Tuple[int, int]:
-    if isinstance(v, (list, tuple)) and len(v) in (1, 2):
-        return (int(v[0]), int(v[-1]))
-    return (int(v), int(v))
+def _validate(path: Path, arch: Any) -> None:
+    try:
+        validate_architecture(arch)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{path}: {exc}") from None
+
+
+def _names(path: Path, raw: Any, nc: int) -> Dict[int, str]:
+    """Class names from a file: a list of strings or a mapping {id: string} with ids 0..nc-1."""
+    if raw is None:
+        return {}
+    if isinstance(raw, (list, tuple)):
+        items = list(enumerate(raw))
+    elif isinstance(raw, dict):
+        items = list(raw.items())
+    else:
+        raise ModelLoadError(f"{path}: class names must be a list or a mapping of strings, found {type(raw).__name__}")
+
+    def key(k: Any) -> Optional[int]:
+        if isinstance(k, int) and not isinstance(k, bool):
+            return k
+        return int(k) if isinstance(k, str) and k.isdigit() and len(k) < 7 else None
+
+    out = {key(k): v for k, v in items}
+    bad = [f"{k!r}: {type(v).__name__}" for k, v in items if key(k) is None or not isinstance(v, str) or len(v) > 256]
+    if bad or len(out) != len(items):
+        raise ModelLoadError(f"{path}: class names must map ids to strings (of at most 256 characters), "
+                             f"found {', '.join(bad[:3]) or 'duplicate ids'}")
+    outside = sorted(k for k in out if not 0 <= k < nc)  # type: ignore[operator]
+    if outside:
+        raise ModelLoadError(f"{path}: class names for ids outside 0..{nc - 1} (nc={nc}): {outside[:3]}")
+    return {i: out.get(i, f"class{i}") for i in range(nc)} if out else {}
+
+
+def _imgsz(v: Any, path: Optional[Path] = None) -> Tuple[int, int]:
+    vals = list(v) if isinstance(v, (list, tuple)) and len(v) in (1, 2) else [v]
+    if not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) and 1 <= x <= MAX_IMGSZ for x in vals):
+        raise ModelLoadError(f"{path or 'imgsz'}: image size must be one or two integers in 1..{MAX_IMGSZ}, "
+                             f"found {str(v)[:60]}")
+    return (int(vals[0]), int(vals[-1]))
+
+
+def _text(v: Any) -> Optional[str]:
+    return v[:200] if isinstance(v, str) else None
 
 
 def _describe(obj: Any) -> str:
     if isinstance(obj, Placeholder):
         return f"a pickled {obj.qualname()}"
     if isinstance(obj, dict):
-        return f"a dict with keys {sorted(map(str, obj))[:8]}"
+        return f"a dict with keys {sorted(k if isinstance(k, str) else type(k).__name__ for k in obj)[:8]}"
     return f"a {type(obj).__name__}"
 
 
@@ -297,17 +377,15 @@ def save_checkpoint(loaded: LoadedModel, out: Union[str, Path], half: bool = Fal
         raise ModelLoadError("save_checkpoint needs an unfused model (fusing drops the BatchNorm parameters)")
     config = loaded.config()
     state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in loaded.model.state_dict().items()}
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
+    if out.suffix.lower() not in (".safetensors", ".pt", ".pth"):
+        raise ModelLoadError(f"edgeseg checkpoints end in .safetensors or .pt, got {out.name!r}")
+    from edgeseg.io import atomic_write
+
+    with atomic_write(out) as tmp:
         if out.suffix.lower() == ".safetensors":
             from safetensors.torch import save_file
 
             save_file(state, str(tmp), metadata={FORMAT_NAME: json.dumps(config)})
-        elif out.suffix.lower() in (".pt", ".pth"):
-            torch.save({FORMAT_NAME: config, "state_dict": state}, tmp)
         else:
-            raise ModelLoadError(f"edgeseg checkpoints end in .safetensors or .pt, got {out.name!r}")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+            torch.save({FORMAT_NAME: config, "state_dict": state}, tmp)
     return out

@@ -22,6 +22,11 @@ class InputError(EdgesegError, ValueError):
     """An argument or an input array is invalid (wrong shape, dtype, range, option value)."""
 
 
+class InferenceError(EdgesegError):
+    """A backend failed while running a loaded model (a vendor or device error, not bad input);
+    the message names the backend and the model, the vendor exception is chained."""
+
+
 class ImageReadError(EdgesegError):
     """An image file could not be read or decoded; the message names the path."""
 

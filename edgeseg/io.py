@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import stat
+import struct
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, Optional, Sequence, Type, Union
 
 import numpy as np
 
-from .errors import ImageReadError, InputError
+from .errors import ImageReadError, InputError, SourceError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -17,31 +21,67 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".j
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 
 
-def read_image(path: PathLike) -> np.ndarray:
+def read_image(path: PathLike, max_pixels: Optional[int] = None) -> np.ndarray:
     """Read an image file as an HxWx3 uint8 BGR array (OpenCV order).
 
-    Grayscale, alpha and 16-bit files are converted. Raises :class:`ImageReadError` naming the path.
+    Grayscale, alpha, 16-bit and float files are converted (see :func:`to_bgr`). The size the
+    header declares is read first and the file is decoded only when ``width x height`` is within
+    ``max_pixels`` (default: ``$EDGESEG_MAX_IMAGE_PIXELS``, else 100 MP; 0 = no budget) and its
+    format is one OpenCV decodes here (:mod:`edgeseg.imagesize`). Raises :class:`ImageReadError`
+    naming the path for a missing, unreadable, unrecognized, over-budget or undecodable file.
     """
     import cv2
 
+    from .imagesize import MAX_PIXELS_ENV, declared_size, max_image_pixels
+
     p = Path(path)
-    if not p.is_file():
-        raise ImageReadError(f"{p}: image not found" if not p.exists() else f"{p}: not a file")
+    shown = str(p) if len(str(p)) <= 200 else f"{str(p)[:120]}...{str(p)[-60:]} ({len(str(p))} characters)"
+    budget = max_image_pixels() if max_pixels is None else max_pixels
     try:
-        data = np.fromfile(str(p), dtype=np.uint8)  # works for non-ASCII paths, unlike cv2.imread
-    except OSError as exc:
-        raise ImageReadError(f"{p}: cannot read file: {exc}") from exc
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageReadError(f"{shown}: not a regular file (a folder, FIFO or device)")
+        with open(p, "rb") as f:
+            try:
+                declared = declared_size(f)
+            except (ValueError, struct.error) as exc:
+                raise ImageReadError(f"{shown}: corrupt image header ({exc})") from exc
+            if declared is None:
+                raise ImageReadError(
+                    f"{shown}: not a recognized image (expected JPEG/PNG/BMP/TIFF/WebP/GIF/AVIF/JPEG 2000/PNM, "
+                    f"{st.st_size} bytes starting with {f.read(8)!r})"
+                )
+            kind, w, h = declared
+            if w < 1 or h < 1:
+                raise ImageReadError(f"{shown}: {kind} header declares an empty image ({w}x{h})")
+            if budget and w * h > budget:
+                raise ImageReadError(
+                    f"{shown}: {kind} header declares {w}x{h} = {w * h / 1e6:.0f} MP, above the pixel budget of "
+                    f"{budget / 1e6:g} MP (raise it with {MAX_PIXELS_ENV}=<pixels> or read_image(max_pixels=...))"
+                )
+            f.seek(0)
+            data = np.frombuffer(f.read(), dtype=np.uint8)  # any path, unlike cv2.imread
+    except OSError as exc:  # ENAMETOOLONG, EACCES, ENOENT, EIO...
+        what = "image not found" if isinstance(exc, FileNotFoundError) else f"cannot read file ({exc.strerror or exc})"
+        raise ImageReadError(f"{shown}: {what}") from exc
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as exc:  # sizes above OpenCV's own limits, codec failures
+        raise ImageReadError(f"{shown}: OpenCV cannot decode this {kind} ({w}x{h}): {str(exc).strip()[-200:]}") from exc
     if img is None:
-        raise ImageReadError(f"{p}: not a decodable image (expected JPEG/PNG/BMP/TIFF/WebP, {data.size} bytes found)")
-    return to_bgr(img, what=str(p))
+        raise ImageReadError(f"{shown}: not a decodable image ({kind} header, {data.size} bytes found)")
+    try:
+        return to_bgr(img, what=shown)
+    except InputError as exc:
+        raise ImageReadError(str(exc)) from exc
 
 
 def to_bgr(img: Any, what: str = "image") -> np.ndarray:
     """Validate an image array and convert it to contiguous HxWx3 uint8 BGR.
 
-    Accepts HxW (gray), HxWx1, HxWx3 (BGR), HxWx4 (BGRA); uint8, uint16 (scaled by 1/257),
-    float (0-1 range). Raises :class:`InputError` for anything else.
+    Accepts HxW (gray), HxWx1, HxWx3 (BGR), HxWx4 (BGRA); uint8, uint16 (scaled by 1/257), bool,
+    float in 0-1. A float image whose values exceed 1.0 is taken as 0-255 (with a warning, once
+    per call site), never silently clipped to white. Raises :class:`InputError` for anything else.
     """
     import cv2
 
@@ -58,14 +98,152 @@ def to_bgr(img: Any, what: str = "image") -> np.ndarray:
     elif np.issubdtype(img.dtype, np.floating):
         if not np.isfinite(img).all():
             raise InputError(f"{what}: float image contains NaN or infinity")
-        img = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        lo, hi = float(img.min()), float(img.max())
+        scale = 255.0
+        if hi > 1.0 + 1e-6:
+            scale = 1.0
+            warnings.warn(
+                f"{what}: float image with values up to {hi:g} (expected 0-1): read as 0-255"
+                + (", values above 255 clipped" if hi > 255.0 else ""),
+                stacklevel=2,
+            )
+        elif lo < 0.0:
+            warnings.warn(f"{what}: float image with values down to {lo:g} (expected 0-1): clipped at 0", stacklevel=2)
+        img = np.clip(img * scale + 0.5, 0, 255).astype(np.uint8)
     elif img.dtype != np.uint8:
-        raise InputError(f"{what}: expected dtype uint8 (or uint16/float), found {img.dtype}")
+        raise InputError(f"{what}: expected dtype uint8 (or uint16/bool/float), found {img.dtype}")
     if img.ndim == 2 or img.shape[2] == 1:
         img = cv2.cvtColor(img.reshape(img.shape[0], img.shape[1]), cv2.COLOR_GRAY2BGR)
     elif img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
     return np.ascontiguousarray(img)
+
+
+#: hidden temp files of atomic writes: ``.<target name>.edgeseg-<pid>-<random><suffix>``
+_TMP_TAG = "edgeseg-"
+
+
+class AtomicFile:
+    """A hidden temp file beside ``path`` that becomes ``path`` only on :meth:`commit`.
+
+    Until then the target is untouched: :meth:`discard` (or a crash, or SIGKILL) leaves the previous
+    file as it was. The committed file gets the target's old mode, or what ``open()`` would create
+    under the current umask (0644 under umask 022), never mkstemp's private 0600. Missing parent
+    folders are created, and removed again by :meth:`discard` when they are still empty. Temp files
+    of processes that no longer run (a SIGKILLed run) are removed when the next one starts.
+
+    ``suffix``: the temp file's suffix (writers such as OpenCV pick the format from it); default:
+    the target's. ``what`` prefixes error messages (e.g. ``"--json out.jsonl"``); ``clean=False``
+    skips the stale-temp sweep (a writer of many files sweeps the folder once). Raises
+    :class:`InputError` when the folder cannot be created or written.
+    """
+
+    def __init__(self, path: PathLike, suffix: Optional[str] = None, what: Optional[str] = None,
+                 clean: bool = True) -> None:
+        self.target = Path(path)
+        self.what = what or str(self.target)
+        self.committed = False
+        self._created = make_dirs(self.target.parent, self.what)
+        if clean:
+            remove_stale_temps(self.target.parent, self.target.name)
+        tmp_suffix = suffix if suffix is not None else self.target.suffix
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.target.name}.{_TMP_TAG}{os.getpid()}-",
+                                       suffix=tmp_suffix, dir=str(self.target.parent))
+        except OSError as exc:
+            self._remove_created()
+            raise InputError(f"{self.what}: cannot write in {self.target.parent} "
+                             f"({exc.strerror or exc}); expected a writable folder") from exc
+        os.close(fd)
+        self.tmp = Path(tmp)
+
+    def commit(self) -> Path:
+        """Give the temp file its mode and rename it onto the target (atomic on one filesystem)."""
+        try:
+            mode = self.target.stat().st_mode & 0o7777 if self.target.exists() else 0o666 & ~_umask()
+            os.chmod(self.tmp, mode)
+            os.replace(self.tmp, self.target)
+        except OSError as exc:
+            self.discard()
+            raise InputError(f"{self.what}: cannot move the finished file onto {self.target}: {exc}") from exc
+        self.committed = True
+        return self.target
+
+    def discard(self) -> None:
+        """Remove the temp file (and the folders made for it, when empty); the target is untouched."""
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+        self._remove_created()
+
+    def _remove_created(self) -> None:
+        for d in reversed(self._created):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only when empty
+        self._created = []
+
+
+def make_dirs(folder: Path, what: str) -> "list[Path]":
+    """Create ``folder`` and its missing parents; returns the folders created (outermost first).
+    Raises :class:`InputError` (prefixed by ``what``) when a parent is a file or cannot be made."""
+    missing = []
+    p = folder
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{what}: {p} is not a folder (expected a folder to write {folder} in)")
+    created = []
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            for c in reversed(created):
+                with contextlib.suppress(OSError):
+                    c.rmdir()
+            raise InputError(f"{what}: cannot create the folder {d} ({exc.strerror or exc})") from exc
+        created.append(d)
+    return created
+
+
+def remove_stale_temps(folder: PathLike, name: Optional[str] = None) -> int:
+    """Remove the hidden temp files and folders that atomic writes in ``folder`` (of the target
+    ``name`` only, when given) left behind because their process was killed: the pid in the temp
+    name no longer runs. Temp files of running processes are left alone. Returns how many were removed."""
+    import glob
+    import shutil
+
+    folder = Path(folder)
+    pattern = f".{glob.escape(name)}.{_TMP_TAG}*" if name is not None else f".*.{_TMP_TAG}*"
+    removed = 0
+    try:
+        entries = list(folder.glob(pattern))
+    except OSError:
+        return 0
+    for entry in entries:
+        m = re.match(rf"^\..+?\.{_TMP_TAG}(\d+)-", entry.name)
+        if not m or _pid_alive(int(m.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed += 1
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True  # another user's process, or unknowable: leave its file alone
+    return True
 
 
 @contextlib.contextmanager
@@ -74,23 +252,16 @@ def atomic_write(path: PathLike, suffix: Optional[str] = None) -> Iterator[Path]
     on any error it is removed, so a failed write never leaves a half-written file.
 
     ``suffix`` sets the temp file's suffix (some writers pick the format from it); default: the
-    target's suffix. Works for files; for folders use :func:`atomic_dir`.
+    target's suffix. Works for files; for folders use :func:`atomic_dir`; for files written over
+    a whole run, use :class:`AtomicFile`.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_suffix = suffix if suffix is not None else target.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=tmp_suffix, dir=str(target.parent))
-    os.close(fd)
-    tmp_path = Path(tmp)
+    f = AtomicFile(path, suffix=suffix)
     try:
-        yield tmp_path
-        # mkstemp makes the file private (0600): give it the target's mode, or what open() would
-        os.chmod(tmp_path, target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask())
-        os.replace(tmp_path, target)
+        yield f.tmp
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
+        f.discard()
         raise
+    f.commit()
 
 
 @contextlib.contextmanager
@@ -101,12 +272,14 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=str(target.parent)))
+    remove_stale_temps(target.parent, target.name)
+    prefix = f".{target.name}.{_TMP_TAG}{os.getpid()}-"
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=str(target.parent)))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700), mkdir would not
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=str(target.parent)))
+            old = Path(tempfile.mkdtemp(prefix=prefix + "old-", dir=str(target.parent)))
             os.replace(target, old / "x")
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
@@ -170,27 +343,47 @@ def load_names(source: Any) -> Dict[int, str]:
     return {i: n for i, n in enumerate(names)}
 
 
-def expand_sources(spec: PathLike) -> "list[Path]":
-    """Image and video files named by a path, a folder (its images and videos, sorted) or a glob.
+#: what the file lister picks from folders and globs by default: images, videos, animated GIFs
+MEDIA_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES + (".gif",)
 
-    Raises :class:`InputError` when nothing matches."""
+
+def list_files(spec: PathLike, suffixes: Sequence[str] = MEDIA_SUFFIXES, *, what: str = "images or videos",
+               error: Type[Exception] = SourceError) -> "list[Path]":
+    """The one file lister of edgeseg (``predict``, ``run``, ``verify``): the files a path, a folder
+    or a glob names.
+
+    - a folder: its entries whose suffix is in ``suffixes`` (any case), sorted by name; a glob
+      (``*``, ``?``, ``[``): the matches with such a suffix, sorted;
+    - entries that are not regular files (a folder or a FIFO named ``x.jpg``) are *listed*, so the
+      reader reports them instead of their being skipped silently; hidden names (``.x.jpg``, the temp
+      files of atomic writes) are not;
+    - a path to one file: that file, whatever its suffix.
+
+    Raises ``error`` (:class:`SourceError` by default) naming the path when nothing is found;
+    ``what`` names the expected kind in that message.
+    """
     import glob
 
-    text = str(spec)
+    text = os.path.expanduser(str(spec))
     p = Path(text)
-    if any(ch in text for ch in "*?["):
-        files = sorted(Path(f) for f in glob.glob(text, recursive=True))
-        files = [f for f in files if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES]
-        if not files:
-            raise InputError(f"no image or video files match {text!r}")
-        return files
+    wanted = tuple(x.lower() for x in suffixes)
+    hint = ", ".join(wanted[:4]) + (", ..." if len(wanted) > 4 else "")
+    if any(ch in text for ch in "*?[") and not p.exists():
+        found = sorted(Path(f) for f in glob.glob(text, recursive=True)
+                       if Path(f).suffix.lower() in wanted and not Path(f).name.startswith("."))
+        if not found:
+            raise error(f"{text}: the pattern matches no files (expected {what}: {hint})")
+        return found
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
-        if not files:
-            raise InputError(f"folder {p} holds no image or video files ({', '.join(IMAGE_SUFFIXES[:4])}, ... / .mp4, ...)")
-        return files
-    if not p.exists():
-        raise InputError(f"source not found: {p}")
+        try:
+            found = sorted(e for e in p.iterdir() if e.suffix.lower() in wanted and not e.name.startswith("."))
+        except OSError as exc:
+            raise error(f"{p}: cannot list the folder ({exc.strerror or exc})") from exc
+        if not found:
+            raise error(f"{p}: folder holds no {what} (expected files such as {hint})")
+        return found
+    if not os.path.lexists(text):
+        raise error(f"{p}: not found (no such file or folder)")
     return [p]
 
 

@@ -27,6 +27,7 @@ class Results:
     - ``speed``: milliseconds per stage: ``preprocess``, ``inference``, ``postprocess`` (streams add more)
     - ``frame_index``: the source's capture index of the frame (streams; None for single images)
     - ``frame_time``: ``time.monotonic()`` seconds when the frame was captured (streams; else None)
+    - ``track_ids``: (N,) int64 track id per detection when a tracker ran (-1: no confirmed track), else None
 
     Boolean or integer indexing selects detections: ``res[res.scores > 0.5]``.
     """
@@ -42,6 +43,7 @@ class Results:
     speed: Dict[str, float] = field(default_factory=dict)
     frame_index: Optional[int] = None
     frame_time: Optional[float] = None
+    track_ids: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -60,6 +62,13 @@ class Results:
             self.frame_index = int(self.frame_index)
         if self.frame_time is not None:
             self.frame_time = float(self.frame_time)
+        if self.track_ids is not None:
+            ids = np.asarray(self.track_ids)
+            if ids.dtype.kind not in "iu" and not (ids.size == 0 and ids.dtype.kind == "f"):
+                raise InputError(f"Results: track_ids must be integers (-1 for none), found dtype {ids.dtype}")
+            self.track_ids = ids.astype(np.int64, copy=False).reshape(-1)
+            if len(self.track_ids) != n:
+                raise InputError(f"Results: {n} detections but {len(self.track_ids)} track_ids")
 
     # -- container protocol -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -79,6 +88,7 @@ class Results:
             speed=dict(self.speed),
             frame_index=self.frame_index,
             frame_time=self.frame_time,
+            track_ids=self.track_ids[idx] if self.track_ids is not None else None,
         )
 
     def __repr__(self) -> str:
@@ -113,12 +123,14 @@ class Results:
                 "score": round(float(self.scores[i]), 5),
                 "box": [round(float(v), 2) for v in self.boxes[i]],
             }
+            if self.track_ids is not None:
+                d["track_id"] = int(self.track_ids[i])
             if mask_views[i] is not None:
                 d["polygons" if masks == "polygon" else "mask_rle"] = mask_views[i]
             dets.append(d)
         return {
             "path": self.path,
-            "image_size": [self.orig_shape[1], self.orig_shape[0]],
+            "image_size": [self.orig_shape[0], self.orig_shape[1]],  # [h, w], as mask_rle.size (COCO)
             "detections": dets,
             "speed_ms": {k: round(float(v), 3) for k, v in self.speed.items()},
         }
@@ -128,9 +140,11 @@ class Results:
         return json.dumps(self.to_dict(masks=masks), **kwargs)
 
     def plot(self, image: Optional[np.ndarray] = None, boxes: bool = True, masks: bool = True,
-             labels: bool = True, alpha: float = 0.5, line_width: Optional[int] = None) -> np.ndarray:
+             labels: bool = True, alpha: float = 0.5, line_width: Optional[int] = None,
+             trails: Optional[Dict[int, np.ndarray]] = None) -> np.ndarray:
         """An annotated copy of the source image (BGR uint8). Pass ``image`` when the result was
-        made without keeping it."""
+        made without keeping it. Tracked results are coloured by track id and labelled ``#id``;
+        ``trails`` ({track id: (K, 2) points, oldest first}, kept by the tracker) draws their paths."""
         from .plotting import draw
 
         img = image if image is not None else self.image
@@ -138,4 +152,5 @@ class Results:
             raise InputError("Results.plot: this result holds no image; pass image=<the source BGR array>")
         if img.shape[:2] != self.orig_shape:
             raise InputError(f"Results.plot: image is {img.shape[1]}x{img.shape[0]}, expected {self.orig_shape[1]}x{self.orig_shape[0]}")
-        return draw(img, self, boxes=boxes, masks=masks, labels=labels, alpha=alpha, line_width=line_width)
+        return draw(img, self, boxes=boxes, masks=masks, labels=labels, alpha=alpha, line_width=line_width,
+                    trails=trails)

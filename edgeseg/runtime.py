@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, overload
 import numpy as np
 
 from .backend import Backend, TensorSpec, dequantize, select_backend
-from .errors import InputError, LayoutError, ModelLoadError
+from .errors import EdgesegError, InferenceError, InputError, LayoutError, ModelLoadError
 from .io import load_names, path_size, read_image, to_bgr
 from .layout import OutputLayout, resolve_layout
 from .metadata import ModelMeta, parse_metadata, read_sidecar
@@ -159,13 +159,27 @@ class Runtime:
         return {self.input_spec.name: tensor}, lb
 
     def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Run the backend; raw outputs by name (still quantized where the model is)."""
+        """Run the backend; raw outputs by name (still quantized where the model is).
+
+        The one boundary for vendor errors at inference: feeds that do not match the model's
+        inputs raise :class:`InputError` before the backend is called; anything the vendor
+        library raises (onnxruntime, LiteRT, OpenVINO, ncnn, CoreML) becomes an
+        :class:`InferenceError` naming the backend and the model, with the vendor error chained."""
         if self._closed:
             raise InputError("this Runtime is closed")
+        _check_feeds(self.path.name, self.backend.inputs, feeds)
         with self._lock:
             if self._share.closed:  # closed by another thread since the check above
                 raise InputError("this Runtime is closed")
-            return self.backend.run(feeds)
+            try:
+                return self.backend.run(feeds)
+            except EdgesegError:
+                raise
+            except Exception as exc:  # vendor errors: InvalidArgument, RuntimeError, MemoryError...
+                raise InferenceError(
+                    f"{self.path.name}: the {self.backend.name} backend failed during inference "
+                    f"({type(exc).__name__}: {_first_line(exc)})"
+                ) from exc
 
     def postprocess(self, outputs: Dict[str, np.ndarray], lb: Letterbox, img: Optional[np.ndarray] = None,
                     path: Optional[str] = None) -> Results:
@@ -214,8 +228,9 @@ class Runtime:
         """Run on every frame of a camera, video, folder, glob, stream URL or GStreamer pipeline;
         iterate the returned :class:`~edgeseg.live.pipeline.Stream` for one Results per frame (capture,
         pre/postprocessing, inference and ``sinks`` overlap in threads; live sources skip stale
-        frames). ``kwargs``: ``sinks``, ``max_frames``, ``pipelined``, ``handle_signals`` and the
-        source options (``width``, ``height``, ``fps``, ``live``, ...); see :func:`edgeseg.live.pipeline.stream`."""
+        frames). ``kwargs``: ``sinks``, ``max_frames``, ``pipelined``, ``handle_signals``,
+        ``tracker`` (``"bytetrack"``, ``"botsort"``, a YAML file: sets ``res.track_ids``), ``analytics``
+        (count lines and zones) and the source options (``width``, ``height``, ``fps``, ``live``, ...); see :func:`edgeseg.live.pipeline.stream`."""
         from .live.pipeline import stream
 
         return stream(self, source, **kwargs)
@@ -393,3 +408,25 @@ def _fixed_hw(spec: TensorSpec) -> Optional[Tuple[int, int]]:
     return (int(h), int(w)) if h and w else None
 
 
+def _check_feeds(model: str, specs: Sequence[TensorSpec], feeds: Any) -> None:
+    """Feeds must name every input, as arrays of its dtype, rank and static sizes (batch aside)."""
+    if not isinstance(feeds, dict):
+        raise InputError(f"{model}: expected feeds as a dict of input name -> array, found {type(feeds).__name__}")
+    names = [s.name for s in specs]
+    if sorted(feeds) != sorted(names):
+        raise InputError(f"{model}: expected inputs {names}, found {sorted(map(str, feeds))}")
+    for s in specs:
+        x = feeds[s.name]
+        if not isinstance(x, np.ndarray):
+            raise InputError(f"{model}: input {s.name!r} must be a numpy array, found {type(x).__name__}")
+        if s.shape and (x.ndim != len(s.shape) or any(
+                d is not None and d != n for i, (d, n) in enumerate(zip(s.shape, x.shape)) if i)):
+            raise InputError(f"{model}: input {s.name!r} expects shape {tuple(s.shape)}, found {x.shape}")
+        if s.dtype != np.dtype(object) and x.dtype != s.dtype:
+            raise InputError(f"{model}: input {s.name!r} expects dtype {np.dtype(s.dtype).name}, found {x.dtype}")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The vendor's message, shortened to its first meaningful line(s)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return ("; ".join(lines[:2]) if lines else type(exc).__name__)[:300]

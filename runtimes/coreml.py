@@ -159,10 +159,7 @@ class CoreMLBackend(Backend):
                 raise InputError(f"coreml: missing input {s.name!r}; expected {[i.name for i in self.inputs]}")
             x = feeds[s.name]
             data[s.name] = self._to_image(s.name, x) if s.name in self._image_inputs else np.ascontiguousarray(x)
-        try:
-            out = self._model.predict(data)
-        except Exception as exc:
-            raise InputError(f"{self.path.name}: CoreML prediction failed: {exc}") from exc
+        out = self._model.predict(data)  # vendor errors are translated once, by Runtime.infer
         return {k: np.asarray(v) for k, v in out.items() if isinstance(v, (np.ndarray, np.generic, list))}
 
     def close(self) -> None:

@@ -85,6 +85,7 @@ class LiteRTBackend(Backend):
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"{model}: LiteRT cannot load it: {str(exc).strip()[:400]}") from exc
+        self._trial_invoke(model)
         self.inputs = [self._spec(d) for d in self._interp.get_input_details()]
         self.outputs = [self._spec(d) for d in self._interp.get_output_details()]
         self._in_index = {d["name"]: d["index"] for d in self._interp.get_input_details()}
@@ -92,6 +93,17 @@ class LiteRTBackend(Backend):
         self.metadata: Dict[str, Any] = read_tflite_zip_metadata(model)
         self._threads = threads
         self._weights = self._weight_types()
+
+    def _trial_invoke(self, model: Path) -> None:
+        """One inference on zeros at load: a file whose buffers were zeroed or cut loads, then fails
+        at invoke() ("Input tensor N lacks data"); that is a load error, reported here."""
+        try:
+            for d in self._interp.get_input_details():
+                self._interp.set_tensor(d["index"], np.zeros(d["shape"], dtype=d["dtype"]))
+            self._interp.invoke()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"{model}: LiteRT loads the model but a trial inference on zeros fails: "
+                                 f"{str(exc).strip()[:400]}") from exc
 
     def _weight_types(self) -> str:
         """How the tensors are stored: int8 weights (dynamic range), full integer, float16 or float32."""

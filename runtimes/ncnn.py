@@ -14,16 +14,26 @@ Input and output blob names come from the ``.param`` file: ``Input`` layers are 
 produced but never consumed are outputs. ``.param`` files rarely state the input size, so the input
 spec takes ``imgsz`` from the metadata (3 channels assumed); output shapes are probed with one
 inference at load when the input size is known.
+
+That trial inference runs in a child process: ncnn can crash (SIGFPE, SIGSEGV, an abort in
+``free``) on a malformed ``.param``, and a crash there must not take the caller's process down.
+A crash, a failed extraction or an empty/negative-sized output is a :class:`ModelLoadError`.
+At run time an output ncnn leaves empty raises :class:`InferenceError` (``np.array`` of an empty
+``ncnn.Mat`` segfaults, so it is never called on one).
 """
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edgeseg.backend import Backend, TensorSpec, ensure_file, register
-from edgeseg.errors import InputError, ModelLoadError
+from edgeseg.errors import InferenceError, InputError, ModelLoadError
 
 PARAM_MAGIC = "7767517"
 
@@ -97,6 +107,90 @@ def parse_param(param: Path) -> Tuple[List[Tuple[str, Optional[Tuple[int, int, i
     return inputs, outputs
 
 
+def _mat_problem(ret: int, mat: Any) -> str:
+    """Why an extracted Mat cannot become an array ('' when it can)."""
+    if ret != 0:
+        return f"could not be extracted (ncnn code {ret})"
+    if mat.empty():
+        return "came back empty"
+    dims = [mat.c, mat.h, mat.w][3 - mat.dims:] if 1 <= mat.dims <= 3 else [mat.c, mat.d, mat.h, mat.w]
+    if any(d <= 0 for d in dims):
+        return f"has an impossible shape {tuple(dims)}"
+    return ""
+
+
+# The trial inference, run by a fresh interpreter: only numpy and ncnn, nothing from the caller.
+_TRIAL = r"""
+import json, sys
+import numpy as np
+import ncnn
+param, weights, spec = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+def fail(msg):
+    print(json.dumps({"error": msg})); sys.stdout.flush(); sys.exit(0)
+net = ncnn.Net()
+net.opt.num_threads = 1
+for attr, value in spec["opt"].items():
+    setattr(net.opt, attr, value)
+if net.load_param(param) != 0 or net.load_model(weights) != 0:
+    fail("ncnn could not load the .param/.bin pair")
+arrays = [np.zeros(shape, np.float32) for shape in spec["inputs"].values()]
+mats = [ncnn.Mat(a) for a in arrays]
+shapes = {}
+ex = net.create_extractor()
+for name, m in zip(spec["inputs"], mats):
+    if ex.input(name, m) != 0:
+        fail("ncnn did not take input %r" % name)
+for name in spec["outputs"]:
+    ret, mat = ex.extract(name)
+    if ret != 0 or mat.empty():
+        fail("output %r could not be extracted (ncnn code %d, empty=%s)" % (name, ret, mat.empty()))
+    dims = [mat.c, mat.h, mat.w][3 - mat.dims:] if 1 <= mat.dims <= 3 else [mat.c, mat.d, mat.h, mat.w]
+    if any(d <= 0 for d in dims):
+        fail("output %r has an impossible shape %s" % (name, tuple(dims)))
+    shapes[name] = dims
+    del mat
+del ex, mats, arrays
+net.clear()
+print(json.dumps({"shapes": shapes}))
+"""
+
+#: seconds the child process may take for the trial inference
+TRIAL_TIMEOUT_S = 120.0
+
+
+def trial_inference(param: Path, weights: Path, inputs: Sequence[TensorSpec], outputs: Sequence[str],
+                    opt: Dict[str, bool]) -> Dict[str, List[int]]:
+    """Run one inference on zeros in a child process; output shapes (without batch) by name.
+
+    Raises :class:`ModelLoadError` when ncnn crashes (the signal is named), times out, or cannot
+    produce every output."""
+    spec = {"inputs": {s.name: list(s.shape[1:]) for s in inputs}, "outputs": list(outputs), "opt": opt}
+    try:
+        proc = subprocess.run([sys.executable, "-c", _TRIAL, str(param), str(weights), json.dumps(spec)],
+                              capture_output=True, text=True, timeout=TRIAL_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise ModelLoadError(f"{param}: ncnn's trial inference did not finish in {TRIAL_TIMEOUT_S:g} s") from exc
+    except OSError as exc:
+        raise ModelLoadError(f"{param}: cannot start the child process for ncnn's trial inference: {exc}") from exc
+    said = " ".join((proc.stderr or "").split())[-300:]
+    if proc.returncode < 0:
+        try:
+            sig = signal.Signals(-proc.returncode).name
+        except ValueError:
+            sig = f"signal {-proc.returncode}"
+        raise ModelLoadError(f"{param}: ncnn crashed ({sig}) in a trial inference on zeros (run in a child "
+                             f"process, so this process is unharmed); the .param graph is malformed"
+                             + (f". ncnn said: {said}" if said else ""))
+    try:
+        result = json.loads((proc.stdout or "").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        result = {}
+    if proc.returncode != 0 or "shapes" not in result:
+        why = result.get("error") or said or f"exit status {proc.returncode}"
+        raise ModelLoadError(f"{param}: ncnn's trial inference on zeros failed: {why}")
+    return {k: [int(d) for d in v] for k, v in result["shapes"].items()}
+
+
 @register
 class NcnnBackend(Backend):
     """Tencent ncnn (CPU, or Vulkan GPU with ``use_vulkan_compute=True``)."""
@@ -150,11 +244,9 @@ class NcnnBackend(Backend):
             self.inputs.append(TensorSpec(name, shape, np.dtype(np.float32)))
         self.outputs = [TensorSpec(n, (), np.dtype(np.float32)) for n in out_names]
         if probe and all(None not in s.shape for s in self.inputs):
-            try:
-                got = self.run({s.name: np.zeros(s.shape, np.float32) for s in self.inputs})
-            except Exception as exc:  # a graph that cannot run is a load error, with ncnn's reason
-                raise ModelLoadError(f"{self.param_path}: a trial inference failed: {exc}") from exc
-            self.outputs = [TensorSpec(n, tuple(got[n].shape), np.dtype(np.float32)) for n in out_names]
+            shapes = trial_inference(self.param_path, self.bin_path, self.inputs, out_names,
+                                     {attr: bool(v) for k, v in options.items() for attr in OPTIONS[k]})
+            self.outputs = [TensorSpec(n, (1,) + tuple(shapes[n]), np.dtype(np.float32)) for n in out_names]
 
     def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """``feeds``: name -> float32 (B, C, H, W); returns name -> float32 with the batch axis restored."""
@@ -184,8 +276,9 @@ class NcnnBackend(Backend):
                         raise InputError(f"ncnn could not take input {s.name!r}")
                 for o in self.outputs:
                     ret, mat = ex.extract(o.name)
-                    if ret != 0:
-                        raise ModelLoadError(f"ncnn: extracting output {o.name!r} failed (code {ret})")
+                    problem = _mat_problem(ret, mat)
+                    if problem:
+                        raise InferenceError(f"{self.param_path.name}: ncnn output {o.name!r} {problem}")
                     out[o.name] = np.array(mat, dtype=np.float32, copy=True)[None]
             del mats, arrays
             per_image.append(out)

@@ -86,14 +86,8 @@ class OpenVINOBackend(Backend):
         missing = [n for n in names if n not in feeds]
         if missing:
             raise InputError(f"openvino backend: missing inputs {missing}; expected {names}, got {sorted(feeds)}")
-        try:
-            res = self._request.infer({n: np.ascontiguousarray(feeds[n]) for n in names})
-        except Exception as exc:
-            raise InputError(
-                f"openvino backend: inference failed for inputs "
-                f"{ {n: tuple(feeds[n].shape) for n in names} } (model expects "
-                f"{ {s.name: s.shape for s in self.inputs} }): {_first_line(exc)}"
-            ) from exc
+        # vendor errors (device lost, out of memory...) are translated once, by Runtime.infer
+        res = self._request.infer({n: np.ascontiguousarray(feeds[n]) for n in names})
         return {name: np.array(res[port]) for name, port in self._out_ports}
 
     def close(self) -> None:

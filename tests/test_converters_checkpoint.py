@@ -3,9 +3,11 @@ are not checkpoints, and edgeseg's own checkpoint format."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import Tuple
 
 import numpy as np
 import pytest
@@ -176,3 +178,80 @@ def test_safetensors_without_config(tmp_path):
     save_file({"w": torch.zeros(2)}, str(p))
     with pytest.raises(ModelLoadError, match="without an edgeseg config"):
         load_model(p)
+
+
+# --------------------------------------------------------------------------- TorchScript and other layouts
+
+
+class _WritesOnLoad(torch.nn.Module):
+    """A TorchScript module whose ``__setstate__`` (run by torch.jit.load) writes 'AAAA' into a file."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.path = target
+        self.n = 0
+
+    @torch.jit.export
+    def __getstate__(self) -> Tuple[str, bool]:
+        return (self.path, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: Tuple[str, bool]) -> None:
+        self.path = state[0]
+        self.training = state[1]
+        t = torch.from_file(self.path, shared=True, size=4, dtype=torch.uint8)
+        t.fill_(65)
+        self.n = int(t.sum())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_torchscript_archive_renamed_to_pt_never_runs(tmp_path):
+    sentinel = tmp_path / "pwned"
+    p = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(_WritesOnLoad(str(sentinel))), str(p))
+    assert not sentinel.exists()
+    with pytest.raises(ModelLoadError, match="TorchScript archive"):
+        load_model(p)
+    assert not sentinel.exists()
+    # the archive is live: torch.jit.load (what torch.load dispatches a TorchScript zip to) writes the file
+    code = f"import torch; torch.jit.load({str(p)!r})"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
+    assert sentinel.read_bytes() == b"AAAA"
+
+
+def test_loader_never_calls_torch_load(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("a loader that can execute code was called")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(torch.jit, "load", refuse)
+    m = load_model(_need(COCO_PT))
+    assert m.names[0] == "person"
+
+
+def _zip(path: Path, records: dict, compress: int = 0) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=compress) as z:
+        for name, data in records.items():
+            z.writestr(name, data)
+    return path
+
+
+LAYOUTS = [
+    ({"a/data.pkl": b"\x80\x02}q\x00.", "a/code/__torch__.py": b"x"}, "TorchScript archive"),
+    ({"a/data.pkl": b"\x80\x02}q\x00.", "a/constants.pkl": b"\x80\x02)."}, "TorchScript archive"),
+    ({"a/data.pkl": b"\x80\x02}q\x00.", "b/data.pkl": b"\x80\x02}q\x00."}, "expected one folder"),
+    ({"a/model.onnx": b"\x08\x07"}, "without data.pkl"),
+    ({"a/data.pkl": b"\x80\x02}q\x00.", "a/payload.so": b"\x7fELF"}, "unexpected records"),
+    ({"data.pkl": b"\x80\x02}q\x00."}, "expected one folder"),
+]
+
+
+@pytest.mark.parametrize("records,message", LAYOUTS)
+def test_non_checkpoint_zip_layouts_are_refused_before_unpickling(tmp_path, records, message):
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(_zip(tmp_path / "x.pt", records))

@@ -18,6 +18,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from edgeseg import Runtime  # noqa: E402
 from edgeseg.cli import main  # noqa: E402
+from edgeseg.converters.export.registry import exporters  # noqa: E402
 from edgeseg.errors import ConversionError, InputError  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
@@ -27,8 +28,8 @@ VAL_DIR = ASSETS / "datasets" / "coco8-seg" / "images" / "val"
 
 FORMATS = ["onnx", "openvino", "torchscript"]
 SIZES = [640, 320]
-SUFFIX = {"onnx": ".onnx", "openvino": "_openvino_model", "torchscript": ".torchscript"}
-BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "torchscript": "torch"}
+SUFFIX = {name: exp.suffix for name, exp in exporters().items()}  # from the exporter registry
+BACKEND = {name: exp.backend for name, exp in exporters().items()}
 
 
 @pytest.fixture(scope="session")

@@ -79,10 +79,10 @@ def test_raw_outputs_match_ultralytics(name, arch_name):
 
 def test_checkpoint_keys_line_up_one_to_one():
     """The checkpoint's tensors load with strict key and shape matching (no renaming)."""
-    from edgeseg.converters.unpickle import module_tree_state_dict, pickle_module
+    from edgeseg.converters.unpickle import module_tree_state_dict, read_checkpoint
 
     path = _assets("yolov8n-seg-coco")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=pickle_module)
+    ckpt, _archive = read_checkpoint(path)
     theirs = module_tree_state_dict(ckpt["model"])
     ours = SegmentationModel(architecture("yolov8-seg", "n", 80)).state_dict()
     assert set(theirs) == set(ours)

@@ -168,3 +168,30 @@ def test_bad_options_and_inputs(tmp_path: Path) -> None:
         be.run({"images": np.zeros((1, 3, 8, 8), np.float32)})
     with pytest.raises(InputError, match=r"expected a \(B, C, H, W\) array"):
         be.run({"in0": np.zeros((3, 8, 8), np.float32)})
+
+
+# one-token .param edits that make ncnn misbehave (found by the fuzz test)
+CRASHING = "7767517\n2 2\nInput in0 0 1 in0 0=8 1=8 2=3\nPooling pool 1 1 in0 out0 0=1 1=2 2=1 3=-5\n"  # free() aborts
+NEGATIVE = PARAM.replace("Reshape          flat     1 1 c1 out0 0=64 1=4",
+                         "Pooling          flat     1 1 c1 out0 0=0 1=2 2=1 3=-100")  # a -193x-193 Mat
+EMPTY = PARAM.replace("Reshape          flat     1 1 c1 out0 0=64 1=4",
+                      "Crop             flat     1 1 c1 out0 0=-5 1=-5 3=20 4=20")  # extract() -> empty Mat
+
+
+@pytest.mark.parametrize("param,message", [
+    (CRASHING, r"ncnn crashed \(SIG[A-Z]+\) in a trial inference"),
+    (NEGATIVE, r"output 'out0' has an impossible shape \(4, -193, -193\)|ncnn crashed \(SIGSEGV\)"),  # either, by heap luck
+    (EMPTY, r"output 'out0' could not be extracted"),
+], ids=["crash", "negative-shape", "empty"])
+def test_malformed_graphs_fail_at_load_in_a_child_process(tmp_path: Path, param: str, message: str) -> None:
+    with pytest.raises(ModelLoadError, match=message):
+        NcnnBackend(write_model(tmp_path, param))
+
+
+def test_empty_output_at_run_time_is_an_inference_error(tmp_path: Path) -> None:
+    from edgeseg.errors import InferenceError
+
+    # no input size in the .param and no metadata: no trial at load; run must not segfault on the empty Mat
+    be = NcnnBackend(write_model(tmp_path, EMPTY.replace(" 0=8 1=8 2=3", "")))
+    with pytest.raises(InferenceError, match="out0' could not be extracted"):
+        be.run({"in0": np.zeros((1, 3, 8, 8), np.float32)})

@@ -81,7 +81,7 @@ def test_results_validate_their_fields():
 
 def test_to_dict_json_and_plot(bus):
     d = json.loads(bus.to_json())
-    assert d["image_size"] == [810, 1080] and len(d["detections"]) == 4
+    assert d["image_size"] == [1080, 810] and len(d["detections"]) == 4
     assert d["detections"][0]["class_name"] == "bus"
     dense = bus.masks.dense()
     assert dense.shape == (4, 1080, 810)

@@ -57,7 +57,7 @@ def test_video_file_save_and_json(tmp_path: Path) -> None:
         for key in ("read", "preprocess", "inference", "postprocess", "frame_age"):
             assert rec["speed_ms"][key] >= 0.0, (key, rec["speed_ms"])
         assert rec["speed_ms"]["inference"] > 0.0
-        assert rec["image_size"] == [320, 426]
+        assert rec["image_size"] == [426, 320]  # [h, w]
         assert rec["path"] == str(video)
         names = [d["class_name"] for d in rec["detections"]]
         assert "bus" in names and names.count("person") >= 2, names  # the real model sees the real photo

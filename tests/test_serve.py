@@ -183,7 +183,7 @@ def test_token_is_required(live_run) -> None:
     assert img is not None and img.shape == (240, 320, 3)
     stats = json.load(http_get(f"{base}/stats.json?token={token}"))
     assert stats["ms"]["inference"] > 0 and "frame_age" in stats["ms"]
-    assert stats["image_size"] == [320, 240]
+    assert stats["image_size"] == [240, 320]  # [h, w]
 
 
 def test_page_in_headless_chromium(live_run, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ COMMANDS: Dict[str, str] = {
     "verify": "edgeseg.cli.verify:verify",
     "val": "edgeseg.cli.val:val",
     "data": "edgeseg.cli.data:data",
+    "train": "edgeseg.cli.train:train",
     "run": "edgeseg.cli.run:run",
     "boards": "edgeseg.cli.boards:boards",
     "bench": "edgeseg.cli.bench:bench",

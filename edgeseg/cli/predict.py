@@ -1,135 +1,65 @@
-"""``edgeseg predict``: run a model on images, folders, globs or video files."""
+"""``edgeseg predict``: ``run`` over files, with other defaults.
+
+The same source (:func:`~edgeseg.live.sources.open_source`: files, folders, globs, videos, image
+URLs, streams read to their end), the same pipeline and the same sinks as ``edgeseg run``; what
+differs is the defaults: every frame in order, ``--json`` as one document, ``--masks rle``,
+``--save DIR`` keeps each video as a video, bad inputs are listed and make the exit status 1.
+"""
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import click
 
-from ..errors import ImageReadError, SourceError
-from .common import model_options, runtime_kwargs, translate_errors
+from .common import (drive, echo_err, echo_failures, failures_of, is_single_image, model_options, open_input,
+                     pop_sink_options, runtime_kwargs, setup_logging, sink_options, start_stream, translate_errors)
 
 
 @click.command()
 @model_options
-@click.option("--source", "-s", required=True, help="Image, video, folder, or glob such as 'images/*.jpg' (quote it).")
+@click.option("--source", "-s", required=True,
+              help="Image, video, folder, glob such as 'images/*.jpg' (quote it), http(s):// image URL, or stream URL.")
 @click.option("--retina-masks", is_flag=True, help="Crop masks at full source resolution (slower, sharper edges).")
-@click.option("--save", "save_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for annotated images (and annotated .mp4 for videos).")
-@click.option("--json", "json_out", default=None, metavar="FILE|-", help="Write results as JSON to FILE, or '-' for stdout.")
-@click.option("--masks", "mask_format", type=click.Choice(["rle", "polygon", "none"]), default="rle", show_default=True,
-              help="How masks appear in the JSON: COCO RLE (compressed counts), polygons in source pixels, or omitted.")
+@sink_options("predict")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @translate_errors
 def predict(**kw: Any) -> None:
-    """Run a model on images, folders, globs or video files; save annotated output and JSON.
+    """Run a model on images, folders, globs, video files or image URLs; save annotated output and JSON.
 
     \b
     Example:
-      edgeseg predict --model yolov8n-seg.onnx --source bus.jpg --save out/ --json out/results.json
+      edgeseg predict --model yolov8n-seg.onnx --source bus.jpg --save out.jpg --json out/results.json
       edgeseg predict -m n-seg.tflite -s 'photos/*.jpg' --conf 0.4 --classes 0 --json -
+      edgeseg predict -m n-seg.onnx -s clip.mp4 --save out/        # every frame, annotated out/clip.mp4
 
-    An unreadable image is reported and skipped; the command exits with status 1 at the end if
-    any input failed.
+    Outputs are opened before the first image and renamed into place at the end. An unreadable
+    input is reported and skipped; the results of the others are written, and the command exits
+    with status 1 at the end if any input failed.
     """
-    from ..io import atomic_write, expand_sources, is_video, read_image
+    from ..live.sinks import SinkContext
     from ..runtime import Runtime
-    from tqdm import tqdm
 
-    source, save_dir, json_out = kw.pop("source"), kw.pop("save_dir"), kw.pop("json_out")
-    mask_format: Optional[str] = kw.pop("mask_format")
-    mask_format = None if mask_format == "none" else mask_format
-    retina = kw.pop("retina_masks")
-    rt_args = runtime_kwargs(kw)
-    files = expand_sources(source)
-    records: List[Dict[str, Any]] = []
-    failures: List[Tuple[str, str]] = []
-    with Runtime(retina_masks=retina, **rt_args) as rt:
-        bar = tqdm(files, desc="predict", unit="file", disable=len(files) < 2 or None, file=sys.stderr)
-        for f in bar:
-            try:
-                if is_video(f):
-                    records.extend(_predict_video(rt, f, save_dir, mask_format))
-                    continue
-                img = read_image(f)
-                res = rt(img)
-                res.path = str(f)
-            except (ImageReadError, SourceError) as exc:
-                failures.append((str(f), str(exc)))
-                continue
-            records.append(res.to_dict(masks=mask_format))
-            if save_dir is not None:
-                _save_image(res.plot(), Path(save_dir) / f.name)
-        bar.close()
-    if json_out is not None:
-        doc = {"model": str(rt_args["model"]), "results": records}
-        text = json.dumps(doc)
-        if json_out == "-":
-            click.echo(text)
-        else:
-            with atomic_write(json_out) as tmp:
-                tmp.write_text(text, encoding="utf-8")
-    n_det = sum(len(r["detections"]) for r in records)
-    click.echo(f"{len(records)} image(s)/frame(s), {n_det} detection(s)"
-               + (f"; annotated output in {save_dir}" if save_dir else ""), err=True)
+    source, retina, quiet = kw.pop("source"), kw.pop("retina_masks"), kw.pop("quiet")
+    setup_logging(False, list_skips_at_end=True)
+    rt_kw = runtime_kwargs(kw)
+    sink_opts = pop_sink_options(kw, "predict")
+    with Runtime(retina_masks=retina, **rt_kw) as rt:
+        src = open_input(source, {"live": False} if _is_stream(source) else {})
+        ctx = SinkContext(command="predict", source_name=src.name, single_image=is_single_image(src),
+                          model=str(rt_kw["model"]))
+        st = start_stream(rt, src, sink_opts, ctx, skip_errors=True)
+        frames, detections = drive(st, src.total, "predict", quiet or (src.total or 0) < 2)
+    echo_err(f"{frames} image(s)/frame(s), {detections} detection(s)"
+             + (f"; annotated output in {sink_opts['save']}" if sink_opts.get("save") and frames else ""))
+    failures = failures_of(st)
+    echo_failures(failures)
     if failures:
-        click.echo(f"{len(failures)} input(s) failed:", err=True)
-        for path, why in failures:
-            click.echo(f"  {path}: {why}", err=True)
         sys.exit(1)
 
 
-def _save_image(img: Any, path: Path) -> None:
-    import cv2
+def _is_stream(spec: str) -> bool:
+    """A network stream (read every frame, to its end, as a file); image URLs are fetched instead."""
+    from ..live.sources import classify
 
-    from ..io import atomic_write
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp:
-        ok, buf = cv2.imencode(path.suffix if path.suffix else ".jpg", img)
-        if not ok:
-            raise ImageReadError(f"{path}: cannot encode the annotated image")
-        tmp.write_bytes(buf.tobytes())
-
-
-def _predict_video(rt: Any, path: Path, save_dir: Optional[Path], mask_format: Optional[str]) -> List[Dict[str, Any]]:
-    """Every frame of a video file, in order; optionally an annotated .mp4 in ``save_dir``."""
-    import contextlib
-
-    import cv2
-
-    from ..io import atomic_write
-
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise SourceError(f"{path}: cannot open the video (expected a file OpenCV's FFmpeg backend can read)")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    out: List[Dict[str, Any]] = []
-    target = Path(save_dir) / (path.stem + ".mp4") if save_dir is not None else None
-    try:
-        with (atomic_write(target) if target is not None else contextlib.nullcontext()) as tmp:
-            writer = None
-            try:
-                while True:
-                    ok, frame = cap.read()
-                    if not ok:
-                        break
-                    res = rt(frame)
-                    res.path = str(path)
-                    d = res.to_dict(masks=mask_format)
-                    d["frame"] = len(out)
-                    out.append(d)
-                    if tmp is not None:
-                        if writer is None:
-                            h, w = frame.shape[:2]
-                            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                        writer.write(res.plot())
-                if not out:
-                    raise SourceError(f"{path}: no frames could be decoded")
-            finally:
-                if writer is not None:
-                    writer.release()
-    finally:
-        cap.release()
-    return out
+    return classify(spec) == "stream"

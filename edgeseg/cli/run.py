@@ -2,47 +2,16 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from .common import echo_err, model_options, runtime_kwargs, translate_errors
+from .common import (drive, echo_err, echo_failures, failures_of, is_single_image, model_options, open_input,
+                     pop_sink_options, runtime_kwargs, setup_logging, sink_options, start_stream, translate_errors)
+from .tracking_options import tracking_kwargs, tracking_options, tracking_summary_lines
 
 log = logging.getLogger("edgeseg.run")
-
-
-class _TqdmHandler(logging.Handler):
-    """Log lines that do not tear the progress bar apart."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            from tqdm import tqdm
-
-            tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # pragma: no cover - logging must never raise
-            self.handleError(record)
-
-
-def _setup_logging(verbose: bool) -> None:
-    root = logging.getLogger("edgeseg")
-    root.setLevel(logging.INFO if verbose else logging.WARNING)
-    if not any(isinstance(h, _TqdmHandler) for h in root.handlers):
-        handler = _TqdmHandler()
-        handler.setFormatter(logging.Formatter("edgeseg: %(message)s"))
-        root.addHandler(handler)
-        root.propagate = False
-    if not verbose:
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own chatter about dropped streams
-        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-        try:
-            import cv2
-
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-        except Exception:  # pragma: no cover - very old OpenCV
-            pass
 
 
 def _board(board: Optional[str], explicit: Dict[str, Any], model: Path) -> Dict[str, Any]:
@@ -65,7 +34,7 @@ def _board(board: Optional[str], explicit: Dict[str, Any], model: Path) -> Dict[
 
 def _summary_line(summary: Dict[str, Any]) -> str:
     ms = summary.get("ms", {})
-    order = ("read", "preprocess", "inference", "postprocess", "sinks", "frame_age")
+    order = ("read", "preprocess", "inference", "postprocess", "track", "sinks", "frame_age")
     stages = ", ".join(f"{k} {ms[k]['median']:.1f}" for k in order if k in ms)
     src = summary.get("source", {})
     extra = []
@@ -92,35 +61,23 @@ def _summary_line(summary: Dict[str, Any]) -> str:
               help="Read streams/cameras in order without skipping frames (lags when inference is slower).")
 @click.option("--reconnect-timeout", type=float, default=None, metavar="SECONDS",
               help="Give up when a lost stream is not back after this long (default: keep trying).")
-@click.option("--save", "save", default=None, metavar="OUT.mp4|DIR",
-              help="Save annotated frames: a video file (.mp4/.avi/.mkv) or a folder of JPEGs.")
-@click.option("--save-fps", type=float, default=None, help="Frame rate of the saved video (default: the source's).")
-@click.option("--json", "json_out", default=None, metavar="FILE|-", help="Write one JSON line per frame (- for stdout).")
-@click.option("--masks", "masks_format", type=click.Choice(["polygon", "rle", "none"]), default="polygon",
-              show_default=True, help="How masks appear in --json and --mqtt records.")
-@click.option("--serve", default=None, metavar="[HOST:]PORT",
-              help="Serve a live page with the annotated view and stats (binds 127.0.0.1 unless HOST is given).")
-@click.option("--token", default=None, envvar="EDGESEG_TOKEN",
-              help="Require this token for --serve (?token=..., or env EDGESEG_TOKEN).")
-@click.option("--mqtt", default=None, metavar="mqtt://HOST[:PORT]/TOPIC",
-              help="Publish one JSON message per frame to an MQTT broker (extra 'mqtt').")
-@click.option("--mqtt-on-change", is_flag=True, help="With --mqtt: publish only when the detected classes/counts change.")
-@click.option("--mqtt-qos", type=click.IntRange(0, 2), default=0, show_default=True, help="MQTT quality of service.")
-@click.option("--show", is_flag=True, help="Show an OpenCV window (needs OpenCV with GUI support and a display).")
+@sink_options("run")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after this many frames.")
 @click.option("--board", default=None, metavar="auto|NAME",
               help="Apply a board profile (backend, threads, options, camera defaults); explicit flags win.")
 @click.option("--no-pipeline", is_flag=True, help="Run the stages one after another in one thread (for comparison).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.option("--verbose", "-v", is_flag=True, help="Log more (connections, saved files, OpenCV/FFmpeg messages).")
+@tracking_options
 @translate_errors
 def run(**kw: Any) -> None:
     """Run a model live on a camera, video, image folder or network stream.
 
     Frames are captured, preprocessed, inferred, postprocessed and written by the sinks in
     overlapping threads. Cameras and streams always process the newest frame (older ones are
-    skipped, so the lag never grows); a stream that drops is reconnected. Ctrl-C or SIGTERM stop
-    cleanly: saved videos and JSON files are finalized.
+    skipped, so the lag never grows); a stream that drops is reconnected. Ctrl-C, SIGTERM or
+    SIGHUP stop cleanly: saved videos and JSON files are finalized. Every output is opened and
+    checked before the first frame, so a failed start leaves existing files as they were.
 
     \b
     Example:
@@ -128,16 +85,45 @@ def run(**kw: Any) -> None:
       edgeseg run -m n-seg.onnx -s clip.mp4 --save out.mp4 --json out.jsonl
       edgeseg run -m n-seg.onnx -s rtsp://cam.local/stream --mqtt mqtt://localhost/edgeseg/cam1 --mqtt-on-change
       edgeseg run -m n-seg.onnx --board auto --camera 0 --serve 0.0.0.0:8080 --token SECRET
+      edgeseg run -m n-seg.onnx -s clip.mp4 --track --count-line door=0,400,1280,400 --json out.jsonl
     """
-    from ..errors import InputError
-    from ..live.pipeline import stream
-    from ..runtime import Runtime
-    from ..live.sinks import MASK_FORMATS, JsonSink, MqttSink, ServeSink, ShowSink, save_sink
-    from ..live.sources import open_source
+    from ..live.sinks import SinkContext
 
-    _setup_logging(kw.pop("verbose"))
-    quiet = kw.pop("quiet")
+    setup_logging(kw.pop("verbose"))
+    quiet, max_frames, pipelined = kw.pop("quiet"), kw.pop("max_frames"), not kw.pop("no_pipeline")
     rt_kw = runtime_kwargs(kw)
+    track_kw = tracking_kwargs(kw)
+    spec, src_kw, backend_options, board_imgsz = _resolve_input(kw, rt_kw)
+    sink_opts = pop_sink_options(kw, "run")
+    from ..runtime import Runtime
+
+    runtime = _make_runtime(Runtime, rt_kw, backend_options, board_imgsz)
+    try:
+        src = open_input(spec, src_kw)
+        ctx = SinkContext(command="run", source_name=src.name, single_image=is_single_image(src),
+                          model=str(rt_kw["model"]))
+        st = start_stream(runtime, src, sink_opts, ctx, max_frames=max_frames, pipelined=pipelined, **track_kw)
+        for s in st.sinks:
+            if getattr(s, "server", None) is not None:
+                echo_err(f"edgeseg: live view at {s.url}")
+        drive(st, _total(src, max_frames), "edgeseg run", quiet)
+    finally:
+        runtime.close()
+    failures = failures_of(st)
+    if not quiet:
+        echo_err("edgeseg: " + ("stopped by signal; " if st.signalled else "") + _summary_line(st.summary()))
+        for line in tracking_summary_lines(st):
+            echo_err(f"edgeseg: {line}")
+        for line in _sink_lines(st.sinks):
+            echo_err(f"edgeseg: {line}")
+    echo_failures(failures)  # even with -q: these are errors
+
+
+def _resolve_input(kw: Dict[str, Any], rt_kw: Dict[str, Any]) -> Tuple[Any, Dict[str, Any], Dict[str, Any], Optional[int]]:
+    """``--camera``/``--source``/``--board`` -> (source spec, open_source options, backend options,
+    board input size). Updates ``rt_kw`` with the board's backend and threads."""
+    from ..errors import InputError
+
     camera, source = kw.pop("camera"), kw.pop("source")
     if camera is not None and source is not None:
         raise InputError("give either --camera or --source, not both")
@@ -147,15 +133,7 @@ def run(**kw: Any) -> None:
     board = kw.pop("board")
     applied = _board(board, explicit, rt_kw["model"])
     if board:
-        cam_applied = applied.get("camera", {})
-        if camera is None and source is None and cam_applied.get("source") is not None:
-            camera = str(cam_applied["source"])
-            from ..live.sources import picamera_available
-
-            if cam_applied.get("picamera2") and picamera_available():
-                camera = "picamera"  # the board's camera module, through libcamera
-        if camera is not None:  # camera defaults apply to cameras only, never to files or streams
-            cam = {k: cam_applied.get(k) for k in ("width", "height", "fps")}
+        camera, cam = _board_camera(applied, camera, source, cam)
         rt_kw["backend"] = applied.get("backend", rt_kw["backend"])
         rt_kw["threads"] = applied.get("threads", rt_kw["threads"])
         log.info("board %s: backend %s, threads %s, backend options %s, camera %s", applied.get("board"),
@@ -163,85 +141,53 @@ def run(**kw: Any) -> None:
                  {k: v for k, v in cam.items() if v is not None} if camera is not None else "not used")
     if camera is None and source is None:
         raise InputError("no input: give --camera N or --source PATH|URL (or --board with a camera default)")
-
-    # 1) the model, 2) the source (so a bad source fails before servers start), 3) the sinks
+    src_kw: Dict[str, Any] = {"reconnect_timeout": kw.pop("reconnect_timeout")}
+    if camera is not None:
+        src_kw.update({k: v for k, v in cam.items() if v is not None})
+    if kw.pop("every_frame") and camera is None:
+        src_kw["live"] = False
     backend_options = applied.get("backend_options", {}) if board else {}
     board_imgsz = applied.get("imgsz") if board and rt_kw["imgsz"] is None else None
-    runtime = _make_runtime(Runtime, rt_kw, backend_options, board_imgsz)
-    sinks: List[Any] = []
-    src = None
-    try:
-        spec = camera if camera is not None else source
-        src_kw: Dict[str, Any] = {"reconnect_timeout": kw.pop("reconnect_timeout")}
-        if camera is not None:
-            src_kw.update({k: v for k, v in cam.items() if v is not None})
-        every = kw.pop("every_frame")
-        if every and camera is None:
-            src_kw["live"] = False
-        src = open_source(spec, **src_kw)
-        masks = MASK_FORMATS[kw.pop("masks_format")]
-        if kw["save"]:
-            sinks.append(save_sink(kw["save"], fps=kw["save_fps"]))
-        if kw["json_out"]:
-            sinks.append(JsonSink(kw["json_out"], masks=masks))
-        if kw["serve"] is not None:
-            serve_sink = ServeSink(kw["serve"], token=kw["token"], source_name=src.name)
-            sinks.append(serve_sink)
-            echo_err(f"edgeseg: live view at {serve_sink.url}")
-        elif kw["token"]:
-            raise InputError("--token is for --serve; add --serve [HOST:]PORT")
-        if kw["mqtt"]:
-            sinks.append(MqttSink(kw["mqtt"], on_change=kw["mqtt_on_change"], masks=masks, qos=kw["mqtt_qos"]))
-        elif kw["mqtt_on_change"]:
-            raise InputError("--mqtt-on-change needs --mqtt mqtt://HOST/TOPIC")
-        if kw["show"]:
-            sinks.append(ShowSink())
-    except BaseException:
-        for s in sinks:
-            try:
-                s.close()
-            except Exception:
-                pass
-        if src is not None:
-            src.close()
-        runtime.close()
-        raise
+    return (camera if camera is not None else source), src_kw, backend_options, board_imgsz
 
-    st = stream(runtime, src, sinks=sinks, max_frames=kw["max_frames"], pipelined=not kw["no_pipeline"],
-                handle_signals=True)
+
+def _board_camera(applied: Dict[str, Any], camera: Any, source: Any,
+                  cam: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
+    """The board profile's camera, when no input was given; its mode applies to cameras only."""
+    cam_applied = applied.get("camera", {})
+    if camera is None and source is None and cam_applied.get("source") is not None:
+        camera = str(cam_applied["source"])
+        from ..live.sources import picamera_available
+
+        if cam_applied.get("picamera2") and picamera_available():
+            camera = "picamera"  # the board's camera module, through libcamera
+    if camera is not None:  # camera defaults apply to cameras only, never to files or streams
+        cam = {k: cam_applied.get(k) for k in ("width", "height", "fps")}
+    return camera, cam
+
+
+def _total(src: Any, max_frames: Optional[int]) -> Optional[int]:
     total = src.total
-    if total is not None and kw["max_frames"]:
-        total = min(total, kw["max_frames"])
-    elif total is None and kw["max_frames"] and src.live:
-        total = kw["max_frames"]
-    bar = None
-    if not quiet:
-        from tqdm import tqdm
+    if total is not None and max_frames:
+        return min(total, max_frames)
+    if total is None and max_frames and src.live:
+        return max_frames
+    return total
 
-        bar = tqdm(total=total, unit="frame", desc="edgeseg run", file=sys.stderr, dynamic_ncols=True,
-                   mininterval=0.5)
-    try:
-        for res in st:
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(det=len(res), age_ms=f"{res.speed.get('frame_age', 0):.0f}",
-                                inf_ms=f"{res.speed.get('inference', 0):.0f}", refresh=False)
-    except KeyboardInterrupt:
-        raise SystemExit(130)
-    finally:
-        if bar is not None:
-            bar.close()
-        runtime.close()
-    summary = st.summary()
-    if not quiet:
-        echo_err("edgeseg: " + ("stopped by signal; " if st.signalled else "") + _summary_line(summary))
-        for s in sinks:
-            if isinstance(s, MqttSink):
-                echo_err(f"edgeseg: MQTT {s.url}: {s.sent} sent, {s.dropped} dropped, {s.unchanged} unchanged")
-            if getattr(s, "frames", None) is not None and hasattr(s, "path"):
-                echo_err(f"edgeseg: saved {s.frames} frames to {s.path}")
-            if getattr(s, "folder", None) is not None:
-                echo_err(f"edgeseg: saved {s.frames} frames in {s.folder}")
+
+def _sink_lines(sinks: List[Any]) -> List[str]:
+    """One line per sink that counts what it did."""
+    from ..live.sinks import FramesSink, MqttSink
+
+    lines = []
+    for s in sinks:
+        if isinstance(s, MqttSink):
+            lines.append(f"MQTT {s.url}: {s.sent} sent, {s.dropped} dropped, {s.unchanged} unchanged")
+        elif isinstance(s, FramesSink):
+            lines.append(f"saved {s.frames} frames in {s.folder}")
+        elif getattr(s, "frames", None) is not None and hasattr(s, "path"):
+            lines.append(f"saved {s.frames} frames to {s.path}" if s.frames else f"nothing saved to {s.path}")
+    return lines
 
 
 def _make_runtime(Runtime: Any, rt_kw: Dict[str, Any], backend_options: Dict[str, Any],

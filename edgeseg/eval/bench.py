@@ -410,10 +410,10 @@ def _worker() -> int:
         result = run_job(job, settings)
     except EdgesegError as exc:
         result = BenchResult(job.model, job.backend, job.format, job.origin, status="failed", reason=str(exc))
-    tmp = msg["out"] + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(asdict(result), f)
-    os.replace(tmp, msg["out"])
+    from ..io import atomic_write
+
+    with atomic_write(msg["out"]) as tmp:
+        tmp.write_text(json.dumps(asdict(result)), encoding="utf-8")
     return 0
 
 

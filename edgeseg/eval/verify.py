@@ -34,7 +34,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import InputError
-from ..io import IMAGE_SUFFIXES, read_image
+from ..io import IMAGE_SUFFIXES, list_files, read_image
 from ..masks import Masks
 from ..results import Results
 
@@ -146,16 +146,7 @@ def list_images(sources: Iterable[Union[str, Path]]) -> List[Path]:
     """Image files from files and folders (a folder contributes its image files, sorted)."""
     out: List[Path] = []
     for s in sources:
-        p = Path(s)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise InputError(f"{p}: folder holds no images (expected {', '.join(IMAGE_SUFFIXES[:4])}...)")
-            out.extend(found)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise InputError(f"image or folder not found: {p}")
+        out.extend(list_files(s, IMAGE_SUFFIXES, what="images", error=InputError))
     if not out:
         raise InputError("no images given to verify on (pass image files or a folder)")
     return out

@@ -19,7 +19,12 @@ sources), ``frame_age`` (capture to result ready: the end-to-end latency) and ``
 sinks took for this frame). Its fields ``frame_index`` (the source's capture index), ``frame_time``
 (``time.monotonic()`` at capture) and ``path`` come from the frame (and survive ``res[mask]``).
 
-Stopping: :meth:`Stream.stop` (or SIGINT/SIGTERM with ``handle_signals=True``) stops capturing; the
+Tracking (``tracker=``, ``analytics=``): a :class:`~edgeseg.live.tracking.TrackingStage` runs in the
+postprocess thread right after decoding (frames reach it in capture order), sets
+``res.track_ids`` and ``res.speed["track"]``, and hands its per-frame trails and counts to the
+sinks (``Packet.tracks``); :attr:`Stream.tracking` holds the stage (final counts, summary).
+
+Stopping: :meth:`Stream.stop` (or SIGINT/SIGTERM/SIGHUP with ``handle_signals=True``) stops capturing; the
 frames already in flight finish and every sink is closed (videos finalized, files renamed into
 place). A second signal aborts at once (KeyboardInterrupt). Leaving a ``for`` loop early or calling
 :meth:`Stream.close` also closes the sinks and the source.
@@ -44,7 +49,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import EdgesegError, InputError
 from .sources import Frame, Source, open_source
 
 __all__ = ["stream", "Stream", "runtime_stages"]
@@ -107,17 +112,19 @@ def runtime_stages(runtime: Any) -> Stages:
 class _Item:
     """A frame on its way through the stages."""
 
-    __slots__ = ("frame", "data", "ctx", "speed")
+    __slots__ = ("frame", "data", "ctx", "speed", "tracks")
 
     def __init__(self, frame: Frame, read_ms: Optional[float]) -> None:
         self.frame = frame
         self.data: Any = None
         self.ctx: Any = None
+        self.tracks: Any = None  # FrameTracks when tracking
         self.speed: Dict[str, float] = {} if read_ms is None else {"read": read_ms}
 
 
 def stream(runtime: Any, source: Any, *, sinks: Sequence[Any] = (), max_frames: Optional[int] = None,
            pipelined: bool = True, queue_size: int = 2, handle_signals: bool = False,
+           skip_errors: bool = False, tracker: Any = None, analytics: Any = None,
            **source_options: Any) -> "Stream":
     """Run ``runtime`` on every frame of ``source``; iterate the result to get one
     :class:`~edgeseg.results.Results` per frame, in capture order.
@@ -131,7 +138,17 @@ def stream(runtime: Any, source: Any, *, sinks: Sequence[Any] = (), max_frames: 
     - ``max_frames``: stop after this many frames.
     - ``pipelined=False`` runs every stage in the calling thread, one frame at a time (the reference
       the pipeline benchmark compares against).
-    - ``handle_signals``: SIGINT/SIGTERM stop the stream cleanly (main thread only).
+    - ``handle_signals``: SIGINT/SIGTERM/SIGHUP stop the stream cleanly (main thread only).
+    - ``skip_errors``: for file sources, a frame whose preprocessing, inference or postprocessing
+      raises is dropped and listed in :attr:`Stream.failures` instead of ending the stream
+      (``predict``: one bad file does not lose the results of the others).
+
+    Every sink with an ``open()`` is opened before the first frame is read (when one fails, the
+    opened ones are closed and the error is raised: nothing was written).
+    - ``tracker``: ``"bytetrack"``, ``"botsort"``, a tracker YAML file, a
+      :class:`~edgeseg.live.tracking.TrackerConfig` or tracker; ``analytics``: an
+      :class:`~edgeseg.live.tracking.Analytics` (count lines, zones; implies ByteTrack). See
+      :func:`edgeseg.live.tracking.stage.pipeline_stage`.
 
     The source is opened here, so a bad source raises :class:`~edgeseg.errors.SourceError` at once.
     """
@@ -140,8 +157,14 @@ def stream(runtime: Any, source: Any, *, sinks: Sequence[Any] = (), max_frames: 
     if queue_size < 1:
         raise InputError(f"queue_size must be >= 1, got {queue_size}")
     src = open_source(source, **source_options) if not isinstance(source, Source) else source
+    tracking = None
+    if tracker is not None or analytics:
+        from .tracking.stage import pipeline_stage
+
+        tracking, runtime = pipeline_stage(runtime, src, tracker, analytics)
     return Stream(runtime, src, sinks=list(sinks), max_frames=max_frames, pipelined=pipelined,
-                  queue_size=queue_size, handle_signals=handle_signals)
+                  queue_size=queue_size, handle_signals=handle_signals, skip_errors=skip_errors,
+                  tracking=tracking)
 
 
 class Stream:
@@ -149,8 +172,19 @@ class Stream:
     or a ``with`` block; :meth:`stop` ends it gracefully, :meth:`close` at once."""
 
     def __init__(self, runtime: Any, source: Source, *, sinks: List[Any], max_frames: Optional[int],
-                 pipelined: bool, queue_size: int, handle_signals: bool) -> None:
+                 pipelined: bool, queue_size: int, handle_signals: bool, skip_errors: bool = False,
+                 tracking: Any = None) -> None:
+        from .sinks import Packet, open_sinks
+
+        try:
+            open_sinks(sinks)  # before the first frame: a failed start writes nothing
+        except BaseException:
+            source.close()
+            raise
+        self.skip_errors = skip_errors and not source.live
+        self.failures: List[Tuple[str, str]] = []  # (path, message) of frames dropped by skip_errors
         self.runtime = runtime
+        self.tracking = tracking
         self.source = source
         self.sinks = sinks
         self.max_frames = max_frames
@@ -175,8 +209,6 @@ class Stream:
         self._signal_count = 0
         if handle_signals:
             self._install_signals()
-        from .sinks import Packet
-
         self._packet = Packet
         if pipelined:
             live = bool(source.live)
@@ -318,18 +350,34 @@ class Stream:
                 self._poll()
 
     def _next_sequential(self) -> Any:
-        if self._stop.is_set() or (self.max_frames is not None and self._count >= self.max_frames):
-            return _END
-        t0 = time.perf_counter()
-        frame = next(self._frames, None)
-        if frame is None:
-            return _END
-        item = _Item(frame, None if self.source.live else _ms(t0))
-        self._count += 1
-        self._do_pre(item)
-        self._do_infer(item)
-        self._do_post(item)
-        return self._do_sinks(item)
+        while True:
+            if self._stop.is_set() or (self.max_frames is not None and self._count >= self.max_frames):
+                return _END
+            t0 = time.perf_counter()
+            frame = next(self._frames, None)
+            if frame is None:
+                return _END
+            item = _Item(frame, None if self.source.live else _ms(t0))
+            self._count += 1
+            if all(self._run_body(body, item) for body in (self._do_pre, self._do_infer, self._do_post)):
+                return self._do_sinks(item)
+
+    def _run_body(self, body: Callable[[_Item], Any], item: _Item) -> bool:
+        """Run a stage on ``item``; with ``skip_errors``, an error drops the frame (False) and is
+        listed in :attr:`failures` (vendor errors with their type: they are reported, not hidden)."""
+        try:
+            body(item)
+        except Exception as exc:
+            if not self.skip_errors:
+                raise
+            path = str(item.frame.path or f"frame {item.frame.index}")
+            kind = type(exc).__name__ if type(exc).__module__ == "builtins" else f"{type(exc).__module__}.{type(exc).__name__}"
+            text = str(exc).strip() if isinstance(exc, EdgesegError) else f"{kind}: {str(exc).strip()}"
+            message = text if path in text else f"{path}: {text}"  # the path once, not twice
+            self.failures.append((path, message))
+            log.warning("skipping %s", message)
+            return False
+        return True
 
     # -- stage bodies -------------------------------------------------------------------------------
     def _do_pre(self, item: _Item) -> None:
@@ -347,6 +395,8 @@ class Stream:
         res = self._stages[2](item.data, item.ctx, item.frame.image)
         item.speed["postprocess"] = _ms(t0)
         frame = item.frame
+        if self.tracking is not None:
+            res, item.tracks = self.tracking(res, frame.index, frame.timestamp)
         if getattr(res, "image", None) is None:
             res.image = frame.image
         if getattr(res, "path", None) is None:
@@ -361,7 +411,8 @@ class Stream:
         res = item.data
         t0 = time.perf_counter()
         if self.sinks:
-            packet = self._packet(item.frame, res, fps=self.source.fps, live=bool(self.source.live))
+            packet = self._packet(item.frame, res, fps=self.source.fps, live=bool(self.source.live),
+                                  tracks=item.tracks)
             for sink in self.sinks:
                 sink.write(packet)
                 if getattr(sink, "stop_requested", False):
@@ -443,8 +494,13 @@ class Stream:
             if item is _END:
                 self._put(qout, _END)
                 return
-            out = body(item)
-            if not self._put(qout, item if out is None else out):
+            if body == self._do_sinks:
+                out = body(item)
+            elif self._run_body(body, item):
+                out = item
+            else:
+                continue  # skip_errors dropped this frame
+            if not self._put(qout, out):
                 return
 
     def _stage_pre(self) -> None:
@@ -468,7 +524,8 @@ class Stream:
             self._taken += 1
             if self.max_frames is not None and self._taken >= self.max_frames:
                 self._stop.set()  # the capture thread ends and sends _END after this frame
-            self._do_pre(item)
+            if not self._run_body(self._do_pre, item):
+                continue
             if not self._put(qout, item):
                 return
 
@@ -480,7 +537,8 @@ class Stream:
             if item is _END:
                 self._put(qout, _END)
                 return
-            self._do_infer(item)
+            if not self._run_body(self._do_infer, item):
+                continue
             if not self._put(qout, item):
                 return
 
@@ -507,8 +565,9 @@ class Stream:
                         signal.Signals(signum).name)
             self._stop.set()
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._signals[sig] = signal.signal(sig, handler)
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):  # SIGHUP: an SSH drop
+            if sig is not None:
+                self._signals[sig] = signal.signal(sig, handler)
 
     def _restore_signals(self) -> None:
         for sig, old in self._signals.items():
@@ -532,7 +591,7 @@ class Stream:
             stage_ms = {k: list(v) for k, v in self._stage_ms.items() if v}
         stages = {k: {"median": round(float(np.median(v)), 2), "p90": round(float(np.percentile(v, 90)), 2)}
                   for k, v in stage_ms.items()}
-        return {
+        out = {
             "frames": n,
             "seconds": round(elapsed, 3),
             "fps": round(n / elapsed, 2) if elapsed > 0 else 0.0,
@@ -540,6 +599,9 @@ class Stream:
             "ms": stages,
             "source": {"name": self.source.name, "live": bool(self.source.live), **self.source.stats},
         }
+        if self.tracking is not None:
+            out["tracking"] = self.tracking.summary()
+        return out
 
 
 def _close_iterator(frames: Any) -> None:

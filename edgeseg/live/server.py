@@ -12,6 +12,12 @@ Standard library only (:class:`http.server.ThreadingHTTPServer` in a daemon thre
 It binds to 127.0.0.1 unless told otherwise (reach it over SSH with ``ssh -L 8080:localhost:8080
 board``). With ``token`` set, every route needs it as ``?token=...``, an ``X-Edgeseg-Token`` header
 or ``Authorization: Bearer ...``; the page passes the token it was opened with on to its requests.
+
+Limits (a headless board must survive idle, slow or too many clients): every socket operation of
+a connection times out after ``timeout`` seconds (default 10: an idle or stalled client is
+dropped, a live MJPEG viewer is not), at most ``max_connections`` connections are served at once
+(default 32; one more gets ``503 Service Unavailable`` with ``Retry-After`` and is closed at once),
+and the listen backlog is ``backlog`` (default 128) so a burst of connects is not reset.
 """
 from __future__ import annotations
 
@@ -56,17 +62,80 @@ def parse_bind(value: str) -> Tuple[str, int]:
     return host, port
 
 
+#: defaults of :class:`PreviewServer`'s limits
+DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_MAX_CONNECTIONS = 32
+DEFAULT_BACKLOG = 128
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = DEFAULT_BACKLOG  # listen() backlog (socketserver's default is 5)
     preview: "PreviewServer"
+    max_connections = DEFAULT_MAX_CONNECTIONS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._active = 0
+        self._active_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    @property
+    def active(self) -> int:
+        """Connections being served now."""
+        return self._active
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._active_lock:
+            full = self._active >= self.max_connections
+            if not full:
+                self._active += 1
+        if full:
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._active_lock:
+            self._active -= 1
+
+    def _refuse(self, request: Any) -> None:
+        body = (f"edgeseg: too many connections ({self.max_connections} open, the limit of this preview); "
+                "try again in a few seconds\n").encode()
+        head = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                f"Content-Length: {len(body)}\r\nRetry-After: 5\r\nConnection: close\r\n\r\n").encode()
+        try:
+            request.settimeout(1.0)
+            request.sendall(head + body)
+        except OSError:
+            pass
+        self.shutdown_request(request)
 
 
 class PreviewServer:
     """Serves the newest JPEG frame and stats published with :meth:`publish`."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, token: Optional[str] = None,
-                 source_name: str = "") -> None:
+                 source_name: str = "", timeout: float = DEFAULT_TIMEOUT_S,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS, backlog: int = DEFAULT_BACKLOG) -> None:
+        if not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise InputError(f"preview server timeout must be a positive number of seconds, got {timeout!r}")
+        for what, v in (("max_connections", max_connections), ("backlog", backlog)):
+            if not (isinstance(v, int) and v >= 1):
+                raise InputError(f"preview server {what} must be a positive integer, got {v!r}")
+        self.timeout = float(timeout)
+        self.max_connections = max_connections
+        self.backlog = backlog
         self.host = host
         self.port = port
         self.token = token or None
@@ -81,11 +150,13 @@ class PreviewServer:
         self.clients = 0
 
     def start(self) -> "PreviewServer":
-        cls = _Server
+        limits = {"request_queue_size": self.backlog, "max_connections": self.max_connections}
+        cls = type("_Server", (_Server,), limits)
         if ":" in self.host:
-            cls = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
+            cls = type("_Server6", (cls,), {"address_family": socket.AF_INET6})
+        handler = type("_Handler", (_Handler,), {"timeout": self.timeout})
         try:
-            server = cls((self.host, self.port), _Handler)
+            server = cls((self.host, self.port), handler)
         except OSError as exc:
             raise InputError(f"--serve {self.host}:{self.port}: cannot listen there ({exc.strerror or exc}); "
                              "pick another port, e.g. --serve 8081") from exc
@@ -127,6 +198,11 @@ class PreviewServer:
     def snapshot(self) -> Tuple[Optional[bytes], Dict[str, Any]]:
         with self._cond:
             return self._jpeg, dict(self._stats)
+
+    @property
+    def connections(self) -> int:
+        """Connections being served now (at most ``max_connections``)."""
+        return self._server.active if self._server is not None else 0
 
     @property
     def closing(self) -> bool:
@@ -199,8 +275,8 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(404, b"not found: try / , /stream.mjpg, /frame.jpg or /stats.json\n",
                            "text/plain; charset=utf-8")
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            pass
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout):
+            self.close_connection = True  # a client that went away or stalled past the timeout
 
     def _mjpeg(self, preview: PreviewServer) -> None:
         self.send_response(200)
@@ -252,6 +328,7 @@ PAGE = """<!doctype html>
  </table>
  <h2>stage ms</h2><table id="stages"></table>
  <h2>detections</h2><table id="dets"></table>
+ <h2 id="counts-h" hidden>counts</h2><table id="counts"></table>
 </div>
 <script>
 const token = new URLSearchParams(location.search).get('token');
@@ -281,7 +358,11 @@ async function poll() {
       document.getElementById('age').textContent = s.ms && s.ms.frame_age !== undefined ? s.ms.frame_age.toFixed(0) : '-';
       document.getElementById('ndet').textContent = (s.detections || []).length;
       rows('stages', Object.entries(s.ms || {}).filter(([k]) => k !== 'frame_age').map(([k, v]) => [k, v.toFixed(1)]));
-      rows('dets', (s.detections || []).map(d => [d.class_name, d.score.toFixed(2)]));
+      rows('dets', (s.detections || []).map(d => [(d.track_id >= 0 ? '#' + d.track_id + ' ' : '') + d.class_name, d.score.toFixed(2)]));
+      const a = s.analytics || {lines: {}, zones: {}};
+      document.getElementById('counts-h').hidden = !s.analytics;
+      rows('counts', Object.entries(a.lines).map(([k, v]) => [k, 'in ' + v.in + ' / out ' + v.out])
+        .concat(Object.entries(a.zones).map(([k, v]) => [k, v.inside + ' inside, ' + v.entered + ' entered'])));
       st.textContent = 'live'; st.className = '';
     } else { st.textContent = 'waiting for frames'; st.className = ''; }
   } catch (e) { st.textContent = 'disconnected'; st.className = 'bad'; }

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 from ..backend import module_available
-from ..runtimes.litert import EDGETPU_LIBRARY  # the one table: the backend loads these names
 from ..live.sources.cameras import camera_devices, list_cameras  # the one camera lister (list_cameras re-exported)
+from ..runtimes.litert import EDGETPU_LIBRARY  # the one table: the backend loads these names
 
 __all__ = ["collect", "format_report", "EDGETPU_LIBRARY", "CORAL_USB_IDS", "opencv_build_facts", "list_cameras"]
 

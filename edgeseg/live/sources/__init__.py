@@ -30,7 +30,7 @@ from .base import Frame, Source
 from .cameras import camera_devices, list_cameras, opencv_has, picamera_available
 from .files import FileSource, StreamFile
 from .live import LiveSource
-from .spec import STREAM_SCHEMES, classify, open_source, source_files
+from .spec import STREAM_SCHEMES, classify, open_source
 
 __all__ = [
     "Frame",
@@ -39,7 +39,6 @@ __all__ = [
     "LiveSource",
     "StreamFile",
     "open_source",
-    "source_files",
     "list_cameras",
     "camera_devices",
     "picamera_available",

@@ -5,18 +5,15 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ...errors import ImageReadError, SourceError
-from ...io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image, to_bgr
+from ...errors import EdgesegError, SourceError
+from ...io import IMAGE_SUFFIXES, read_image, to_bgr
 from .base import Frame, Source, capture_fps, cv2_module, log, release
 
-__all__ = ["FileSource", "StreamFile", "is_image", "MEDIA_VIDEO_SUFFIXES"]
-
-#: what a folder source picks up besides images
-MEDIA_VIDEO_SUFFIXES: Tuple[str, ...] = VIDEO_SUFFIXES + (".gif",)
+__all__ = ["FileSource", "StreamFile", "is_image"]
 
 
 def is_image(path: Union[str, Path]) -> bool:
@@ -26,9 +23,10 @@ def is_image(path: Union[str, Path]) -> bool:
 class FileSource(Source):
     """Image files and video files read in order, every frame (not live).
 
-    ``paths`` may mix images (one frame each) and videos (all their frames). Unreadable images are
-    skipped with a warning (counted in ``stats["skipped"]``); a video that cannot be opened raises
-    :class:`SourceError`.
+    ``paths`` may mix images (one frame each) and videos (all their frames). Unreadable images (and,
+    among several files, videos that cannot be opened) are skipped with a warning, counted in
+    ``stats["skipped"]`` and listed in :attr:`failures` as ``(path, message)``; a single video that
+    cannot be opened raises :class:`SourceError`.
     """
 
     live = False
@@ -41,6 +39,7 @@ class FileSource(Source):
         self._closed = False
         self._count = 0
         self._skipped = 0
+        self.failures: List[Tuple[str, str]] = []
         self._cap: Any = None  # a video opened here, until frames() or close() takes it
         self._cap_lock = threading.Lock()
         self.fps = None
@@ -74,15 +73,20 @@ class FileSource(Source):
             if is_image(path):
                 try:
                     img = read_image(path)
-                except ImageReadError as exc:
-                    self._skipped += 1
-                    log.warning("skipping %s", exc)
+                except EdgesegError as exc:  # undecodable, not a file, unsupported dtype, too large
+                    self._skip(path, exc)
                     continue
                 yield self._frame(img, path)
                 continue
             cap = self._take_cap()  # the iteration owns it now
             if cap is None:
-                cap = self._open_video(path)
+                try:
+                    cap = self._open_video(path)
+                except SourceError as exc:
+                    if len(self.paths) == 1:
+                        raise
+                    self._skip(path, exc)
+                    continue
             try:
                 while not self._closed and not (stop is not None and stop.is_set()):
                     ok, img = cap.read()
@@ -91,6 +95,11 @@ class FileSource(Source):
                     yield self._frame(img, path)
             finally:
                 cap.release()
+
+    def _skip(self, path: Path, exc: BaseException) -> None:
+        self._skipped += 1
+        self.failures.append((str(path), str(exc)))
+        log.warning("skipping %s", exc)
 
     def _frame(self, img: np.ndarray, path: Path) -> Frame:
         f = Frame(image=img if img.ndim == 3 and img.shape[2] == 3 else to_bgr(img), index=self._count,

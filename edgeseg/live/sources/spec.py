@@ -2,21 +2,20 @@
 (:func:`open_source`)."""
 from __future__ import annotations
 
-import glob as globlib
 import os
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ...errors import InputError, SourceError
-from ...io import IMAGE_SUFFIXES
+from ...io import list_files
 from .base import Source, log
 from .cameras import (PiCamera, list_cameras, open_camera, open_gstreamer, open_stream, picamera_available,
                       redact)
-from .files import MEDIA_VIDEO_SUFFIXES, FileSource, StreamFile, is_image
+from .files import FileSource, StreamFile, is_image
 from .live import LiveSource
 
-__all__ = ["classify", "open_source", "source_files", "STREAM_SCHEMES"]
+__all__ = ["classify", "open_source", "STREAM_SCHEMES"]
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
 _PICAMERA = re.compile(r"^(picamera2?|picam|libcamera)(?::(\d+))?$", re.I)
@@ -45,23 +44,6 @@ def classify(spec: Union[str, int, Path]) -> str:
     if any(ch in s for ch in "*?[") and not os.path.exists(s):
         return "glob"
     return "image" if is_image(s) else "video"
-
-
-def source_files(spec: Union[str, Path]) -> List[Path]:
-    """The files a folder or glob ``spec`` names, sorted: a folder's visible images and videos, or
-    every file a glob matches (``**`` recurses). Raises :class:`SourceError` when there are none."""
-    s = str(spec).strip()
-    if classify(s) == "folder":
-        files = sorted(p for p in Path(s).iterdir() if p.is_file() and not p.name.startswith(".")
-                       and (is_image(p) or p.suffix.lower() in MEDIA_VIDEO_SUFFIXES))
-        if not files:
-            raise SourceError(f"{s}: folder holds no images or videos (expected files such as "
-                              f"{', '.join(IMAGE_SUFFIXES[:4])} or .mp4)")
-        return files
-    files = sorted(Path(p) for p in globlib.glob(os.path.expanduser(s), recursive=True) if os.path.isfile(p))
-    if not files:
-        raise SourceError(f"{s}: the pattern matches no files")
-    return files
 
 
 def open_source(spec: Union[str, int, Path, Source], *, width: Optional[int] = None,
@@ -102,6 +84,10 @@ def open_source(spec: Union[str, int, Path, Source], *, width: Optional[int] = N
         return LiveSource(lambda: PiCamera(num, width, height, fps), f"picamera {num}", fps=fps, **live_kw)
     if kind == "gstreamer":
         return LiveSource(lambda: open_gstreamer(s), "gstreamer", **live_kw)
+    if kind == "stream" and _image_url(s):  # http(s)://host/img.jpg: one image, fetched with a timeout
+        from .url import UrlImageSource
+
+        return UrlImageSource(s, timeout=timeout)
     if kind == "stream":
         if live is False:
             return StreamFile(open_stream(s, timeout), redact(s))
@@ -109,7 +95,7 @@ def open_source(spec: Union[str, int, Path, Source], *, width: Optional[int] = N
     if kind == "unknown-scheme":
         raise SourceError(f"{s}: unsupported URL scheme (expected one of {', '.join(STREAM_SCHEMES)})")
     if kind in ("folder", "glob"):
-        return FileSource(source_files(s), name=s)
+        return FileSource(list_files(s), name=s)  # the project's one file lister
     p = Path(os.path.expanduser(s))
     if not p.exists():
         found = list_cameras()
@@ -118,3 +104,11 @@ def open_source(spec: Union[str, int, Path, Source], *, width: Optional[int] = N
     if p.is_dir():  # pragma: no cover - classified as folder above
         return open_source(str(p))
     return FileSource([p], name=str(p))
+
+
+def _image_url(url: str) -> bool:
+    """An http(s) URL whose path ends in an image suffix (read as one image, not as a stream)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme.lower() in ("http", "https") and is_image(parts.path)

@@ -113,13 +113,14 @@ def test_int8_split_layout_runs_through_runtime(int8):
         assert r.matched == r.reference and r.mask_iou > 0.9, rep.table()
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: per-detection scores of the int8 model differ from the .pt by "
-                   "0.2-0.26 on bus/zidane (verify's int8 limit is 0.10) although val mAP stays within 0.6 points")
 def test_int8_passes_verify_int8_limits(int8):
     from edgeseg.eval.verify import verify
 
     rep = verify(PT, int8, [IMAGES], imgsz=IMGSZ)
-    assert rep.passed, rep.table()
+    if not rep.passed:  # imperative, so an error making the model still shows as an error
+        pytest.xfail("known gap: per-detection scores of the int8 model differ from the .pt by 0.2-0.26 on "
+                     "bus/zidane (verify's int8 limit is 0.10) although val mAP stays within 0.6 points:\n"
+                     + rep.table())
 
 
 def test_int8_io_has_integer_input_and_outputs(tfl_dir):

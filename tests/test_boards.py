@@ -333,7 +333,7 @@ def test_convert_options_from_a_board_explicit_flags_win(board, explicit, expect
     assert convert_options(get_profile(board), explicit) == expected
 
 
-@pytest.mark.parametrize("board", ["coral-usb", "coral-dev-board", "apple-silicon"])
+@pytest.mark.parametrize("board", ["apple-silicon"])
 def test_convert_for_a_board_whose_format_cannot_be_made_yet_says_so(board) -> None:
     from edgeseg.tools.profiles import convert_gap, convert_options
 
@@ -357,5 +357,15 @@ def test_cli_convert_with_board(tmp_path: Path) -> None:
 
     with Runtime(tmp_path / "m.onnx") as rt:
         assert rt.imgsz == (256, 256)
+    # the Coral boards' format (edgetpu, full int8) is made now; it needs calibration images
     out = CliRunner().invoke(main, ["convert", str(ckpt), "--board", "coral-usb", "--out", str(tmp_path / "x")])
-    assert out.exit_code == 1 and "cannot make" in out.output and not (tmp_path / "x").exists()
+    assert "board coral-usb: --to edgetpu --imgsz 320" in out.output
+    assert out.exit_code == 1 and "calibration images" in out.output and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("board", ["coral-usb", "coral-dev-board"])
+def test_coral_boards_convert_to_the_edgetpu_model(board) -> None:
+    from edgeseg.tools.profiles import convert_gap, convert_options
+
+    assert convert_gap(get_profile(board)) is None
+    assert convert_options(get_profile(board), {})["to"] == "edgetpu"

@@ -37,6 +37,8 @@ __all__ = [
     "INT8",
     "DATA",
     "CALIB_IMAGES",
+    "INT8_IO",
+    "VAL_DATA",
 ]
 
 #: the precisions a board profile may ask for, and the option that selects each (fp32: none)
@@ -77,6 +79,9 @@ SIMPLIFY = Option("simplify", "simplify the ONNX graph with onnxslim")
 INT8 = Option("int8", "int8 quantization, calibrated on --data")
 DATA = Option("data", "calibration images: a YOLO dataset .yaml or an image folder", Path, "DATASET")
 CALIB_IMAGES = Option("calib_images", "number of calibration images (default: the format's)", int, "N")
+INT8_IO = Option("int8_io", "int8 with integer input and outputs (scale and zero point in the model)")
+VAL_DATA = Option("val_data", "dataset .yaml for the float-vs-int8 accuracy report (default: --data's val split)",
+                  Path, "DATASET")
 
 
 @dataclass

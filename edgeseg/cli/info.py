@@ -52,6 +52,8 @@ def info(model: Path, backend: str, imgsz: Any, names_file: Any, as_json: bool) 
     click.echo(_format(d) if "runtime" not in d else _format_file(d))
     if fb is not None:
         click.echo(_format_ops(d["tflite"]))
+    if "runtime" not in d and model.suffix.lower() == ".tflite" and "quantization" in d["input"]:
+        click.echo(_edgetpu_lines(model))
     for w in d.get("warnings", []):
         click.echo(f"warning      {w}")
 
@@ -97,6 +99,16 @@ def _format_ops(f: Dict[str, Any]) -> str:
         return (f"ops          {total}: {f['edgetpu_ops']} on the Edge TPU (edgetpu-custom-op), {cpu} CPU ops: "
                 f"{counts(f['cpu_ops'])}")
     return f"ops          {total} (CPU; not compiled for the Edge TPU): {counts(f['ops'])}"
+
+
+def _edgetpu_lines(model: Path) -> str:
+    """For an integer-input TFLite model: which ops the Edge TPU would map and which fall back to the CPU."""
+    try:
+        from ..converters.export._litert import edgetpu_check
+        from ..converters.export.edgetpu import op_summary
+    except ImportError as exc:  # pragma: no cover - converters are part of the package
+        return f"edge tpu     op check unavailable: {exc}"
+    return "edge tpu     " + op_summary(edgetpu_check(model)).replace("\n", "\n             ")
 
 
 def _format(d: Dict[str, Any]) -> str:

@@ -294,7 +294,8 @@ def verify(
             out_d = driver.infer(feeds)
             res_d = driver.postprocess(out_d, lb, img, str(f))
             if shareable:
-                tensor = next(iter(feeds.values())).astype(other.input_spec.dtype, copy=False)
+                tensor = _relayout(next(iter(feeds.values())), driver.input_spec.shape, other.input_spec.shape,
+                                   is_nhwc).astype(other.input_spec.dtype, copy=False)
                 out_o = other.infer({other.input_spec.name: tensor})
                 res_o = other.postprocess(out_o, lb, img, str(f))
             else:
@@ -332,8 +333,21 @@ def _accepts(other: Any, driver: Any, is_nhwc: Any) -> bool:
     a, b = other.input_spec, driver.input_spec
     if not (np.issubdtype(np.dtype(a.dtype), np.floating) and np.issubdtype(np.dtype(b.dtype), np.floating)):
         return False
-    if is_nhwc(a.shape) != is_nhwc(b.shape):
-        return False
     if _fixed(other):
-        return tuple(a.shape[1:]) == tuple(b.shape[1:]) and _fixed(driver)
+        return tuple(_relayout_shape(b.shape, a.shape, is_nhwc)[1:]) == tuple(a.shape[1:]) and _fixed(driver)
     return True
+
+
+def _relayout_shape(src: Any, dst: Any, is_nhwc: Any) -> Tuple[Any, ...]:
+    """``src`` (an image input shape) in ``dst``'s layout (NCHW <-> NHWC)."""
+    src = tuple(src)
+    if is_nhwc(src) == is_nhwc(dst):
+        return src
+    return (src[0], src[3], src[1], src[2]) if is_nhwc(src) else (src[0], src[2], src[3], src[1])
+
+
+def _relayout(x: np.ndarray, src: Any, dst: Any, is_nhwc: Any) -> np.ndarray:
+    """The driver's input tensor in the other model's layout (NHWC TFLite vs NCHW torch/ONNX)."""
+    if is_nhwc(tuple(src)) == is_nhwc(tuple(dst)):
+        return x
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2) if is_nhwc(tuple(src)) else x.transpose(0, 2, 3, 1))

@@ -44,7 +44,6 @@ def op_summary(rows: List[Dict[str, Any]]) -> str:
 
 def export_edgetpu(job: ExportJob) -> None:
     """Write the Edge TPU folder at ``job.path``."""
-    import yaml
 
     from . import _litert as lt
     from .tflite import write_int8
@@ -72,7 +71,7 @@ def export_edgetpu(job: ExportJob) -> None:
                   f"{final}; compile it on an x86-64 Linux host with:\n  {cmd}", file=sys.stderr)
         else:
             _compile(exe, path, job.path, meta)
-        (job.path / "metadata.yaml").write_text(yaml.safe_dump(lt._jsonable(meta), sort_keys=False), encoding="utf-8")
+        job.write_sidecar(job.path, lt._jsonable(meta))
 
 
 def _compile(exe: str, model: Path, out_dir: Path, meta: Dict[str, Any]) -> None:

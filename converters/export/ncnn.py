@@ -44,7 +44,6 @@ def export_ncnn(job: ExportJob) -> None:
     import tempfile
 
     import torch
-    import yaml
 
     exe = pnnx_executable()
     folder = Path(job.path).resolve()  # pnnx runs in a temp folder: relative paths would land there
@@ -73,8 +72,7 @@ def export_ncnn(job: ExportJob) -> None:
         if weights.stat().st_size == 0:
             raise ConversionError(f"ncnn export: pnnx wrote an empty {weights.name}")
     with job.stage("metadata"):
-        (folder / "metadata.yaml").write_text(yaml.safe_dump(job.meta, sort_keys=False, allow_unicode=True),
-                                              encoding="utf-8")
+        job.write_sidecar(folder)
 
 
 EXPORTER = Exporter(

@@ -20,7 +20,6 @@ def export_openvino(job: ExportJob) -> None:
     from pathlib import Path
 
     import openvino as ov
-    import yaml
 
     # the converted model may map the ONNX file's weights: save the IR before the folder goes
     with tempfile.TemporaryDirectory(prefix="edgeseg-ov-") as tmp:
@@ -39,8 +38,7 @@ def export_openvino(job: ExportJob) -> None:
             ov.save_model(ov_model, str(job.path / f"{job.name}.xml"), compress_to_fp16=job.options["half"])
         del ov_model
     with job.stage("metadata"):
-        text = yaml.safe_dump(job.meta, sort_keys=False, allow_unicode=True)
-        (job.path / "metadata.yaml").write_text(text, encoding="utf-8")
+        job.write_sidecar(job.path)
 
 
 EXPORTER = Exporter(

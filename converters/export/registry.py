@@ -106,6 +106,13 @@ class ExportJob:
     target: Path  #: the final path, for messages only
     stage: Callable[[str], ContextManager[None]]  #: ``with job.stage("trace"): ...``
 
+    def write_sidecar(self, folder: Path, meta: Optional[Mapping[str, Any]] = None) -> None:
+        """``metadata.yaml`` in ``folder`` (Ultralytics' place for folder formats): ``meta`` or :attr:`meta`."""
+        import yaml
+
+        text = yaml.safe_dump(dict(self.meta if meta is None else meta), sort_keys=False, allow_unicode=True)
+        (Path(folder) / "metadata.yaml").write_text(text, encoding="utf-8")
+
 
 @dataclass(frozen=True)
 class Exporter:

@@ -1,6 +1,7 @@
 """Shared by the TFLite and Edge TPU exporters: torch -> TFLite through litert-torch, static int8
-through litert-quantizer, calibration on letterboxed dataset images, graph parts that may stay
-float, the metadata zip, the Edge TPU op check and the float-vs-int8 accuracy report.
+through litert-quantizer, graph parts that may stay float, the metadata zip and the Edge TPU op
+check. The calibration images and the float-vs-int8 accuracy report are :mod:`._int8`'s (shared
+with the ONNX and OpenVINO int8 exports).
 
 Heavy imports (torch, litert_torch, litert_quantizer) happen inside the functions.
 """
@@ -19,14 +20,14 @@ import numpy as np
 
 from edgeseg.errors import ConversionError, InputError
 
+# the calibration reader and the accuracy report are shared with the other int8 formats
+from ._int8 import DEFAULT_CALIB_IMAGES, accuracy_report, accuracy_table, calibration_images  # noqa: F401
+
 __all__ = [
     "float_tflite", "fp16_tflite", "calibration_images", "graph_parts", "int8_recipe", "quantize",
     "append_metadata", "split_names", "EDGETPU_OPS", "edgetpu_check", "accuracy_report", "DEFAULT_CALIB_IMAGES",
 ]
 
-#: calibration images when --calib-images is not given (the whole split when it is smaller)
-DEFAULT_CALIB_IMAGES = 300
-INPUT_NAME = "images"
 ROLES = ("boxes", "scores", "coefs", "protos")
 
 
@@ -65,44 +66,6 @@ def fp16_tflite(model: bytes) -> bytes:
                                                "granularity": "TENSORWISE"},
                       "compute_precision": "FLOAT", "explicit_dequantize": True},
     }], None)
-
-
-def calibration_images(data: Path, count: int, hw: Tuple[int, int], stride: int = 32,
-                       split: str = "train") -> Tuple[List[np.ndarray], List[Path]]:
-    """Up to ``count`` images of ``data`` (a YOLO dataset YAML: its ``split``; or an image folder),
-    letterboxed exactly as the runtime does at inference (NHWC float32 RGB 0-1)."""
-    import cv2
-
-    from edgeseg.backend import TensorSpec
-    from edgeseg.preprocess import Preprocessor
-
-    files = _image_files(Path(data), split)[: max(int(count), 1)]
-    pre = Preprocessor(TensorSpec(INPUT_NAME, (1, hw[0], hw[1], 3), np.dtype(np.float32), None, 0), hw, stride)
-    out = []
-    for f in files:
-        img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-        if img is None:
-            raise InputError(f"calibration image {f} cannot be read as an image")
-        out.append(pre(img)[0])
-    return out, files
-
-
-def _image_files(data: Path, split: str) -> List[Path]:
-    if not data.exists():
-        raise InputError(f"calibration data not found: {data} (expected a dataset .yaml or an image folder)")
-    if data.is_dir():
-        from edgeseg.eval.verify import list_images
-
-        return list_images([data])
-    if data.suffix.lower() not in (".yaml", ".yml"):
-        raise InputError(f"calibration data {data}: expected a YOLO dataset .yaml or an image folder, got a {data.suffix} file")
-    from edgeseg.eval.datasets import load_dataset
-
-    ds = load_dataset(data, split=split)
-    files = [Path(item.path) for item in ds]
-    if not files:
-        raise InputError(f"{data}: split {split!r} holds no images")
-    return files
 
 
 def _graph(model: bytes) -> Tuple[Any, Any]:
@@ -318,32 +281,3 @@ def edgetpu_check(path: Path) -> List[Dict[str, Any]]:
         rows.append({"index": op["index"], "op": name, "tpu": not reasons, "reasons": reasons, "after_cpu": cpu_seen})
         cpu_seen = cpu_seen or bool(reasons)
     return rows
-
-
-def accuracy_report(float_path: Path, int8_path: Path, data: Path, imgsz: Tuple[int, int],
-                    threads: int = 2) -> Dict[str, Any]:
-    """``val`` of the float and int8 models on ``data``'s val split (box and mask mAP)."""
-    from edgeseg.eval.validate import validate
-    from edgeseg.runtime import Runtime
-
-    out: Dict[str, Any] = {"data": str(data), "split": "val", "imgsz": list(imgsz)}
-    for key, path in (("float", float_path), ("int8", int8_path)):
-        with Runtime(path, threads=threads) as rt:
-            m = validate(rt, data, split="val")
-        r = m.results_dict() if callable(m.results_dict) else m.results_dict
-        out[key] = {"box_map": round(float(r["box/mAP50-95"]), 4), "box_map50": round(float(r["box/mAP50"]), 4),
-                    "mask_map": round(float(r["seg/mAP50-95"]), 4), "mask_map50": round(float(r["seg/mAP50"]), 4)}
-        out["images"] = int(getattr(m, "images", 0) or getattr(m, "num_images", 0) or 0) or None
-    out["mask_map_drop"] = round(out["float"]["mask_map"] - out["int8"]["mask_map"], 4)
-    out["box_map_drop"] = round(out["float"]["box_map"] - out["int8"]["box_map"], 4)
-    return out
-
-
-def accuracy_table(rep: Mapping[str, Any]) -> str:
-    lines = [f"accuracy on {rep['data']} ({rep['split']}, {rep['imgsz'][0]}x{rep['imgsz'][1]}):",
-             f"  {'model':<8}{'box mAP50-95':>14}{'box mAP50':>11}{'mask mAP50-95':>15}{'mask mAP50':>12}"]
-    for key in ("float", "int8"):
-        r = rep[key]
-        lines.append(f"  {key:<8}{r['box_map']:>14.4f}{r['box_map50']:>11.4f}{r['mask_map']:>15.4f}{r['mask_map50']:>12.4f}")
-    lines.append(f"  int8 - float: box {-rep['box_map_drop'] * 100:+.2f} points, mask {-rep['mask_map_drop'] * 100:+.2f} points")
-    return "\n".join(lines)

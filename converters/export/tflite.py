@@ -13,13 +13,11 @@ both read names, imgsz and stride.
 """
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Tuple
 
-from edgeseg.errors import InputError
-
+from ._int8 import check_int8_options, int8_record, val_report
 from .registry import CALIB_IMAGES, DATA, HALF, INT8, INT8_IO, VAL_DATA, Exporter, ExportJob
 
 __all__ = ["EXPORTER", "export_tflite", "INT8_FLOAT_PARTS"]
@@ -32,14 +30,7 @@ INT8_FLOAT_PARTS = ("decode",)
 def _check(opts: Dict[str, Any]) -> None:
     if opts["int8_io"]:
         opts["int8"] = True
-    if opts["int8"] and opts["half"]:
-        raise InputError("choose one of half (fp16) and int8, not both")
-    if opts["int8"] and opts["data"] is None:
-        raise InputError("int8 TFLite needs calibration images: pass data (--data DATASET.yaml or an image folder)")
-    if not opts["int8"] and (opts["data"] is not None or opts["calib_images"] is not None or opts["val_data"] is not None):
-        raise InputError("data, calib_images and val_data apply to int8 exports; add --int8 (or --int8-io)")
-    if opts["calib_images"] is not None and opts["calib_images"] < 1:
-        raise InputError(f"calib_images must be a positive integer, got {opts['calib_images']}")
+    check_int8_options(opts, "TFLite")
 
 
 def export_tflite(job: ExportJob) -> None:
@@ -77,8 +68,7 @@ def write_int8(job: ExportJob, model: bytes, meta: Dict[str, Any], *, integer_io
         q = lt.quantize(model, lt.int8_recipe(model, 8, float_parts, integer_io=integer_io), calib)
     meta = dict(meta, output_layout="split", split_outputs=lt.split_names(q), boxes_normalized=True,
                 quantization="int8",
-                int8={"io": "int8" if integer_io else "float32", "activations": 8, "weights": "int8 per-channel",
-                      "float_parts": list(float_parts), "calibration": {"data": str(o["data"]), "images": len(calib)}})
+                int8=int8_record(o, len(calib), io="int8" if integer_io else "float32", float_parts=float_parts))
     with job.stage("accuracy report (val float vs int8)"):
         report = _report(job, model, q, meta)
     if report is not None:
@@ -94,12 +84,6 @@ def _report(job: ExportJob, float_model: bytes, q: bytes, meta: Mapping[str, Any
     no labels to score against."""
     from . import _litert as lt
 
-    o = job.options
-    data = o["val_data"] or o["data"]
-    if Path(data).is_dir() or Path(data).suffix.lower() not in (".yaml", ".yml"):
-        print(f"edgeseg: no accuracy report: {data} is an image folder without labels; pass val_data "
-              "(--val-data DATASET.yaml) to measure the int8 cost", file=sys.stderr)
-        return None
     float_meta = {k: v for k, v in meta.items() if k not in ("int8",)}
     float_meta["quantization"] = "fp32"
     with tempfile.TemporaryDirectory(prefix="edgeseg-int8-") as tmp:
@@ -108,9 +92,7 @@ def _report(job: ExportJob, float_model: bytes, q: bytes, meta: Mapping[str, Any
         lt.append_metadata(fp, dict(float_meta, split_outputs=lt.split_names(float_model)))
         qp.write_bytes(q)
         lt.append_metadata(qp, meta)
-        report = lt.accuracy_report(fp, qp, Path(data), job.imgsz)
-    print(lt.accuracy_table(report), file=sys.stderr)
-    return report
+        return val_report(fp, qp, job.options, job.imgsz)
 
 
 def _stages(o: Mapping[str, Any]) -> int:

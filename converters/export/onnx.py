@@ -204,7 +204,7 @@ def float_nodes(model: Any, parts: Sequence[str]) -> List[str]:
 
 def split_meta(job: ExportJob, **extra: Any) -> Dict[str, Any]:
     """The metadata of a split-layout export (float or int8) of this job."""
-    return dict(job.meta, output_layout="split", split_outputs={r: r for r in SPLIT_NAMES[:3]},
+    return dict(job.meta, output_layout="split", split_outputs={r: r for r in SPLIT_NAMES},
                 boxes_normalized=True, **extra)
 
 
@@ -217,8 +217,8 @@ def _export_int8(job: ExportJob) -> None:
     files = calibration_files(o["data"], o["calib_images"] or DEFAULT_CALIB_IMAGES)
 
     class Reader(CalibrationDataReader):
-        """The letterboxed images, read one at a time, in ranges of ``stride`` (onnxruntime keeps
-        every activation of a range in memory: ~40 MB per image at 320 px)."""
+        """The letterboxed images, read one at a time, in ranges of ``stride`` (onnxruntime holds
+        every activation of every image of a range in memory, then merges the range's min/max)."""
 
         def __init__(self) -> None:
             self.set_range(0, len(files))

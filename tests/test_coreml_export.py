@@ -116,8 +116,9 @@ def test_info_describes_the_package(coco: Dict[str, Path], precision: str, weigh
     assert d["input"]["name"] == "images" and d["input"]["shape"] == [1, 3, IMGSZ, IMGSZ]
     assert d["input"]["dtype"] == "float32"
     assert {o["name"]: o["shape"] for o in d["outputs"]} == {"output0": [1, 116, 2100], "output1": [1, 32, 80, 80]}
-    assert d["output_layout"]["kind"] == "raw" and d["output_layout"]["nc"] == 80
-    assert d["output_layout"]["boxes_normalized"] is False
+    layout = d["output_layout"]
+    assert (layout["kind"], layout["num_classes"], layout["mask_dim"], layout["boxes"]) == ("raw", 80, 32, "pixels")
+    assert layout["predictions"]["name"] == "output0" and layout["protos"]["name"] == "output1"
     assert d["quantization"]["weights"] == weights and d["names"]["0"] == "person"
     assert d["backend_details"]["model_type"] == "mlProgram"
 
@@ -158,37 +159,48 @@ def tiny_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_checkpoint(LoadedModel(net, dict(NAMES), (64, 64), d / "tiny.pt", "", "edgeseg"), d / "tiny.safetensors")
 
 
-def test_tiny_model_converts_and_describes_itself(tiny_pt: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny_package(tiny_pt: Path) -> Path:
+    """The tiny model through ``edgeseg convert --int8`` (shared by the tests below)."""
     from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
 
     table = _TORCH_OPS_REGISTRY.name_to_func_mapping
     before = {n: table[n] for n in ("int", "bool")}
+    out = tiny_pt.parent / "t.mlpackage"
     res = CliRunner().invoke(main, ["convert", str(tiny_pt), "--to", "coreml", "--int8", "--imgsz", "64",
-                                    "--out", str(tmp_path / "t.mlpackage"), "-q"])
+                                    "--out", str(out), "-q"])
     assert res.exit_code == 0, res.output
     # the numpy>=2.4 workaround for coremltools' int() casts is scoped to the conversion
     assert {n: table[n] for n in ("int", "bool")} == before
-    _, spec = _spec(tmp_path / "t.mlpackage")
+    return out
+
+
+def test_tiny_model_converts_and_describes_itself(tiny_package: Path) -> None:
+    _, spec = _spec(tiny_package)
     meta = parse_metadata(_meta(spec), "coreml")
     assert meta.names == NAMES and meta.imgsz == (64, 64) and meta.output_layout == "raw"
-    assert meta.quantization == "int8"
-    with Runtime(tmp_path / "t.mlpackage") as rt:
+    assert meta.quantization == "int8" and "constexpr_affine_dequantize" in _op_types(spec)
+    with Runtime(tiny_package) as rt:
         assert rt.names == NAMES and rt.layout.kind == "raw" and rt.layout.nc == 3
         assert {s.name: s.shape for s in rt.backend.outputs} == {"output0": (1, 4 + 3 + 32, 84),
                                                                   "output1": (1, 32, 16, 16)}
+        assert rt.info["quantization"]["weights"] == "int8"
 
 
-def test_existing_package_is_replaced_only_by_a_finished_conversion(tiny_pt: Path, tmp_path: Path) -> None:
+def test_existing_package_is_replaced_only_by_a_finished_conversion(tiny_pt: Path, tiny_package: Path,
+                                                                     tmp_path: Path) -> None:
+    import shutil
+
     target = tmp_path / "m.mlpackage"
-    first = export(tiny_pt, to="coreml", imgsz=64, out=target, progress=False)
-    before = _meta(_spec(first)[1])["date"], sorted(p.name for p in target.iterdir())
+    shutil.copytree(tiny_package, target)
+    before = _meta(_spec(target)[1])["date"], sorted(p.name for p in target.iterdir())
     with pytest.raises(InputError, match="choose one of half"):  # refused before any work
         export(tiny_pt, to="coreml", imgsz=64, half=True, int8=True, out=target, progress=False)
     with pytest.raises(InputError, match=r"data applies to .*exports only, got data=.* with to=.coreml."):
         export(tiny_pt, to="coreml", imgsz=64, int8=True, data=str(tmp_path), out=target, progress=False)
     assert (_meta(_spec(target)[1])["date"], sorted(p.name for p in target.iterdir())) == before
-    export(tiny_pt, to="coreml", imgsz=64, half=True, out=target, progress=False)
-    assert parse_metadata(_meta(_spec(target)[1])).quantization == "fp16"
+    assert export(tiny_pt, to="coreml", imgsz=64, out=target, progress=False) == target
+    assert parse_metadata(_meta(_spec(target)[1])).quantization == "fp32"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlpackage"]  # no temp folders left
     foreign = tmp_path / "photos.mlpackage"
     foreign.mkdir()

@@ -223,3 +223,29 @@ def test_without_coremltools_convert_names_the_extra(tiny_pt: Path, tmp_path: Pa
     assert "CoreML export needs the Python package 'coremltools'" in res.stderr
     assert "pip install 'edgeseg[coreml]'" in res.stderr and "Traceback" not in res.stderr
     assert [p.name for p in target.iterdir()] == ["Manifest.json"] and (target / "Manifest.json").read_text() == "{}"
+
+
+def test_int_of_a_shape_product_converts() -> None:
+    """The head's ``torch.full((h * w, 1), s)`` traces to ``aten::Int`` of a folded one-element
+    tensor, which coremltools 9.0 turns into ``int(array)``: a TypeError with numpy >= 2.4."""
+    from edgeseg.converters.export.coreml import _scalar_casts
+
+    class Rows(torch.nn.Module):
+        def forward(self, x):
+            h, w = x.shape[2], x.shape[3]
+            return torch.full((h * w, 1), 8.0) * x.mean()
+
+    traced = torch.jit.trace(Rows(), torch.zeros(1, 3, 4, 5))
+
+    def convert():
+        return ct.convert(traced, inputs=[ct.TensorType(name="x", shape=(1, 3, 4, 5))], convert_to="mlprogram",
+                          minimum_deployment_target=ct.target.iOS16, skip_model_load=True)
+
+    numpy_major_minor = tuple(int(v) for v in np.__version__.split(".")[:2])
+    if numpy_major_minor >= (2, 4) and ct.__version__ == "9.0":
+        with pytest.raises(TypeError, match="only 0-dimensional arrays"):
+            convert()  # the vendor bug this exporter works around
+    with _scalar_casts():
+        model = convert()
+    (out,) = model.get_spec().description.output
+    assert list(out.type.multiArrayType.shape) == [20, 1]

@@ -70,17 +70,23 @@ def _scalar_casts() -> Iterator[None]:
     For the conversion only, ``int``/``bool`` nodes whose input is such a constant become the
     constant's ``.item()``; every other node goes to coremltools' own converter."""
     import numpy as np
-    from coremltools.converters.mil import Builder as mb
-    from coremltools.converters.mil.frontend.torch import ops
-    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
 
-    table = _TORCH_OPS_REGISTRY.name_to_func_mapping
+    try:  # private coremltools API: a release that moved it gets no workaround (and needs none, we hope)
+        from coremltools.converters.mil import Builder as mb
+        from coremltools.converters.mil.frontend.torch import ops
+        from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+
+        table = _TORCH_OPS_REGISTRY.name_to_func_mapping
+        get_inputs = ops._get_inputs
+    except (ImportError, AttributeError):
+        yield
+        return
     with _PATCH_LOCK:
         saved = {name: table.get(name) for name in ("int", "bool")}
 
         def wrap(name: str, kind: type, orig: Any) -> Any:
             def convert(context: Any, node: Any) -> None:
-                x = ops._get_inputs(context, node, expected=1)[0]
+                x = get_inputs(context, node, expected=1)[0]
                 val = x.val if x.can_be_folded_to_const() else None
                 if isinstance(val, np.ndarray) and val.size == 1:
                     context.add(mb.const(val=kind(val.reshape(()).item()), name=node.name), node.name)

@@ -21,6 +21,7 @@ ct = pytest.importorskip("coremltools", reason="CoreML export needs coremltools:
 
 from click.testing import CliRunner  # noqa: E402
 
+from _assets import IMAGES, MODELS, ROOT  # noqa: E402
 from edgeseg import Runtime  # noqa: E402
 from edgeseg.cli import main  # noqa: E402
 from edgeseg.converters import export  # noqa: E402
@@ -29,9 +30,7 @@ from edgeseg.errors import BackendUnavailableError, ConversionError, InputError 
 from edgeseg.io import path_size  # noqa: E402
 from edgeseg.metadata import parse_metadata  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-ASSETS = ROOT.parent / "shared" / "assets"
-COCO_PT = ASSETS / "models" / "yolov8n-seg-coco.pt"
+COCO_PT = MODELS / "yolov8n-seg-coco.pt"
 IMGSZ = 320
 ON_MAC = platform.system() == "Darwin"
 NAMES = {0: "cat", 1: "dog", 2: "heron"}
@@ -60,7 +59,7 @@ def _meta(spec) -> dict:
 def coco(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     """fp32 and int8 through export(), fp16 through the CLI: one conversion each for the module."""
     if not COCO_PT.is_file():
-        pytest.skip(f"needs the COCO checkpoint {COCO_PT} (../shared/assets is absent)")
+        pytest.skip(f"test asset {COCO_PT} not found (tests expect ../shared/assets beside the repo)")
     d = tmp_path_factory.mktemp("coreml-coco")
     out = {"fp32": export(COCO_PT, to="coreml", imgsz=IMGSZ, out=d / "fp32.mlpackage", progress=False),
            "int8": export(COCO_PT, to="coreml", imgsz=IMGSZ, int8=True, out=d / "int8.mlpackage", progress=False)}
@@ -134,7 +133,7 @@ def test_predict_off_macos_says_why(coco: Dict[str, Path]) -> None:
 def test_predict_on_macos_finds_the_bus(coco: Dict[str, Path]) -> None:  # pragma: no cover - not run on Linux
     import cv2
 
-    img = cv2.imread(str(ASSETS / "images" / "bus.jpg"))
+    img = cv2.imread(str(IMAGES / "bus.jpg"))
     for precision in ("fp32", "fp16", "int8"):
         with Runtime(coco[precision]) as rt:
             labels = {rt.names[int(c)] for c in rt.predict(img).class_ids}

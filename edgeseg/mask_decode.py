@@ -100,6 +100,7 @@ class _Resize:
         self.ax, self.ay = ax, ay
         self.blockwise = self.bdx <= MAX_BLOCK and self.bdy <= MAX_BLOCK
         self.nbx, self.nby = ax.n // self.bdx, ay.n // self.bdy
+        self._taps: Any = None
 
     def plan(self, region: Window) -> Tuple[Window, Any]:
         """(source window to compute, how to finish) for destination ``region``."""
@@ -125,10 +126,21 @@ class _Resize:
             up = cv2.resize(src, (nx, ny), interpolation=cv2.INTER_LINEAR)
             return up[y0 - oy: y1 - oy + 1, x0 - ox: x1 - ox + 1]
         if src.dtype == np.float32:  # fallback: the same bilinear taps, gathered (exact)
-            cx0, cx1, wx = _taps(self.ax, x0, x1, win[0])
-            cy0, cy1, wy = _taps(self.ay, y0, y1, win[2])
-            rows = src[cy0] * (1 - wy)[:, None] + src[cy1] * wy[:, None]
-            return rows[:, cx0] * (1 - wx) + rows[:, cx1] * wx
+            if self._taps is None:  # once per frame, for every destination pixel
+                self._taps = (_taps(self.ax), _taps(self.ay))
+            (tx0, tx1, twx), (ty0, ty1, twy) = self._taps
+            ox, oy = self.ax.lo - win[0], self.ay.lo - win[2]
+            cx0, cx1, wx = tx0[x0: x1 + 1] + ox, tx1[x0: x1 + 1] + ox, twx[x0: x1 + 1]
+            cy0, cy1, wy = ty0[y0: y1 + 1] + oy, ty1[y0: y1 + 1] + oy, twy[y0: y1 + 1]
+            rows, r1 = src.take(cy0, axis=0), src.take(cy1, axis=0)
+            r1 -= rows
+            r1 *= wy[:, None]
+            rows += r1
+            out, c1 = rows.take(cx0, axis=1), rows.take(cx1, axis=1)
+            c1 -= out
+            c1 *= wx
+            out += c1
+            return out
         # uint8 (scale_image): warpAffine's fixed-point map (1/32-pixel coordinate rounding)
         (a, b), (c, d) = self.ax.affine(), self.ay.affine()
         M = np.array([[a, 0.0, a * x0 + b - win[0]], [0.0, c, c * y0 + d - win[2]]])
@@ -136,16 +148,13 @@ class _Resize:
                               borderMode=cv2.BORDER_REPLICATE)
 
 
-def _taps(axis: Axis, d0: int, d1: int, start: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bilinear taps of destination pixels d0..d1 (``F.interpolate`` / ``cv2.resize`` rule):
-    (first source index, second source index, weight of the second), indices relative to a
-    window starting at source pixel ``start``."""
+def _taps(axis: Axis) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear taps of every destination pixel (``F.interpolate`` / ``cv2.resize`` rule): first
+    and second source index within the kept range, and the weight of the second."""
     a, b = axis.affine()
-    s = np.maximum(a * np.arange(d0, d1 + 1, dtype=np.float64) + (b - axis.lo), 0.0)
+    s = np.maximum(a * np.arange(axis.n, dtype=np.float64) + (b - axis.lo), 0.0)
     i0 = np.minimum(np.floor(s).astype(np.intp), axis.k - 1)
-    i1 = np.minimum(i0 + 1, axis.k - 1)
-    off = axis.lo - start
-    return i0 + off, i1 + off, (s - i0).astype(np.float32)
+    return i0, np.minimum(i0 + 1, axis.k - 1), (s - i0).astype(np.float32)
 
 
 def _crop_pixels(b0: float, b1: float, lo: int, hi: int) -> Tuple[int, int]:

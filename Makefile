@@ -6,8 +6,13 @@ PY := $(VENV)/bin/python
 EXTRAS := onnx,tflite,openvino,ncnn,coreml,mqtt,convert,convert-tflite,dev
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 ASSETS := ../shared/assets
-DEMO_MODEL ?= $(ASSETS)/models/yolov8n-seg-320-int8dyn.onnx
-DEMO_SOURCE ?= $(ASSETS)/images
+# `make demo`: a light venv (runtime + ONNX Runtime only, no torch), the embedded default model on a generated clip.
+# DEMO_MODEL=your.onnx / DEMO_SOURCE=video-or-images run your own model and input through the same steps.
+DEMO_VENV := .venv-demo
+DEMO_STAMP := $(DEMO_VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+DEMO_DIR := runs/demo
+DEMO_MODEL ?=
+DEMO_SOURCE ?= $(DEMO_DIR)/clip/video.mp4
 # system packages the live-pipeline tests use (real browser and MQTT broker)
 APT_PACKAGES := chromium mosquitto
 
@@ -40,15 +45,26 @@ sysdeps:
 test: install sysdeps
 	$(PY) -m pytest -q
 
-demo: install
-	@if [ ! -e "$(DEMO_MODEL)" ]; then \
-	  echo "no demo model at $(DEMO_MODEL): run  make demo DEMO_MODEL=your-model.onnx DEMO_SOURCE=your-images/"; exit 1; fi
-	$(VENV)/bin/edgeseg info --model $(DEMO_MODEL)
-	$(VENV)/bin/edgeseg predict --model $(DEMO_MODEL) --source $(DEMO_SOURCE) --save demo-out --json demo-out/results.json
-	@echo "annotated images and results.json are in demo-out/"
+$(DEMO_VENV)/bin/python:
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install -q --upgrade pip
+
+$(DEMO_STAMP): pyproject.toml | $(DEMO_VENV)/bin/python
+	$(DEMO_VENV)/bin/python -m pip install -q -e ".[onnx]"
+	rm -f $(DEMO_VENV)/.installed-*
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
+	@mkdir -p $(DEMO_DIR)
+	@if [ "$(DEMO_SOURCE)" = "$(DEMO_DIR)/clip/video.mp4" ]; then \
+	  $(DEMO_VENV)/bin/edgeseg data synth --out $(DEMO_DIR)/clip --images 2 --video 10 --fps 15 --seed 7 --overwrite; fi
+	$(DEMO_VENV)/bin/edgeseg info $(if $(DEMO_MODEL),--model $(DEMO_MODEL))
+	$(DEMO_VENV)/bin/edgeseg run $(if $(DEMO_MODEL),--model $(DEMO_MODEL)) --source $(DEMO_SOURCE) --every-frame \
+	  --save $(DEMO_DIR)/demo.mp4 --json $(DEMO_DIR)/detections.jsonl
+	@echo "annotated video: $(DEMO_DIR)/demo.mp4   detections (one JSON line per frame): $(DEMO_DIR)/detections.jsonl"
 
 bench: install
 	$(PY) benchmarks/latency.py
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) $(DEMO_VENV) $(DEMO_DIR) .pytest_cache

@@ -8,8 +8,9 @@ How a window resize can equal a full-frame resize: a bilinear resize (align_corn
 ``k/g`` source pixels maps onto exactly ``n/g`` destination pixels, so resizing a block-aligned
 window (plus one block of context each side for the bilinear support) reproduces the full-frame
 result on that window exactly. When blocks are too large to be worth it (odd frame sizes), the
-same map is applied with ``cv2.warpAffine``, which differs only by OpenCV's 1/32-pixel
-coordinate rounding.
+same two taps per axis are gathered with numpy, also exactly (``cv2.warpAffine`` rounds sample
+positions to 1/32 pixel: up to 2% of a small mask's pixels flipped); only the uint8 masks of
+``scale_image`` keep warpAffine.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from .preprocess import Letterbox
 
 __all__ = ["process_masks", "Axis"]
 
-#: largest destination block (pixels) for the exact window resize; beyond it warpAffine is used
+#: largest destination block (pixels) for the window resize; beyond it the taps are gathered
 MAX_BLOCK = 64
 
 Window = Tuple[int, int, int, int]  # inclusive x0, x1, y0, y1
@@ -67,16 +68,27 @@ class Axis:
 
 
 def _letterbox_axes(frame_hw: Tuple[int, int], orig_hw: Tuple[int, int]) -> Tuple[Axis, Axis]:
-    """Ultralytics' ``scale_masks``: cut the letterbox padding off a frame, stretch it to the source."""
+    """Ultralytics' ``scale_masks`` (8.4): cut the letterbox padding off a frame, stretch the
+    content to the source. The content is what the letterbox placed there: each side
+    ``round(side * gain)`` pixels (at least one), starting at ``round(pad / 2 - 0.1)``."""
     fh, fw = frame_hw
     H, W = orig_hw
     gain = min(fh / H, fw / W)
-    padw, padh = (fw - W * gain) / 2, (fh - H * gain) / 2
-    top, left = int(round(padh - 0.1)), int(round(padw - 0.1))
-    bottom, right = fh - int(round(padh + 0.1)), fw - int(round(padw + 0.1))
+    cw, ch = max(int(round(W * gain)), 1), max(int(round(H * gain)), 1)
+    left, top = int(round((fw - cw) / 2 - 0.1)), int(round((fh - ch) / 2 - 0.1))
     # a very thin source keeps at least one row / column of the frame
-    bottom, right = max(bottom, min(top + 1, fh)), max(right, min(left + 1, fw))
-    return Axis(right - left, W, left), Axis(bottom - top, H, top)
+    cw, ch = max(min(cw, fw - left), 1), max(min(ch, fh - top), 1)
+    return Axis(cw, W, left), Axis(ch, H, top)
+
+
+def _native_upsample(proto_hw: Tuple[int, int], orig_hw: Tuple[int, int]) -> int:
+    """Ultralytics' ``process_mask_native`` factor: the smallest upsample (1, 2 or 4) of the
+    prototypes on which the letterbox padding of the (4x proto) input falls on whole pixels."""
+    mh, mw = proto_hw
+    h, w = orig_hw
+    gain = min(4 * mh / h, 4 * mw / w)
+    pad = (4 * mh - max(int(round(h * gain)), 1)) | (4 * mw - max(int(round(w * gain)), 1))
+    return 4 // gcd(4, pad | pad // 2)
 
 
 class _Resize:
@@ -88,6 +100,7 @@ class _Resize:
         self.ax, self.ay = ax, ay
         self.blockwise = self.bdx <= MAX_BLOCK and self.bdy <= MAX_BLOCK
         self.nbx, self.nby = ax.n // self.bdx, ay.n // self.bdy
+        self._taps: Any = None
 
     def plan(self, region: Window) -> Tuple[Window, Any]:
         """(source window to compute, how to finish) for destination ``region``."""
@@ -112,11 +125,36 @@ class _Resize:
             nx, ny, ox, oy = finish
             up = cv2.resize(src, (nx, ny), interpolation=cv2.INTER_LINEAR)
             return up[y0 - oy: y1 - oy + 1, x0 - ox: x1 - ox + 1]
-        # fallback: the same affine map through warpAffine (1/32-pixel coordinate rounding)
+        if src.dtype == np.float32:  # fallback: the same bilinear taps, gathered (exact)
+            if self._taps is None:  # once per frame, for every destination pixel
+                self._taps = (_taps(self.ax), _taps(self.ay))
+            (tx0, tx1, twx), (ty0, ty1, twy) = self._taps
+            ox, oy = self.ax.lo - win[0], self.ay.lo - win[2]
+            cx0, cx1, wx = tx0[x0: x1 + 1] + ox, tx1[x0: x1 + 1] + ox, twx[x0: x1 + 1]
+            cy0, cy1, wy = ty0[y0: y1 + 1] + oy, ty1[y0: y1 + 1] + oy, twy[y0: y1 + 1]
+            rows, r1 = src.take(cy0, axis=0), src.take(cy1, axis=0)
+            r1 -= rows
+            r1 *= wy[:, None]
+            rows += r1
+            out, c1 = rows.take(cx0, axis=1), rows.take(cx1, axis=1)
+            c1 -= out
+            c1 *= wx
+            out += c1
+            return out
+        # uint8 (scale_image): warpAffine's fixed-point map (1/32-pixel coordinate rounding)
         (a, b), (c, d) = self.ax.affine(), self.ay.affine()
         M = np.array([[a, 0.0, a * x0 + b - win[0]], [0.0, c, c * y0 + d - win[2]]])
         return cv2.warpAffine(src, M, (x1 - x0 + 1, y1 - y0 + 1), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_REPLICATE)
+
+
+def _taps(axis: Axis) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear taps of every destination pixel (``F.interpolate`` / ``cv2.resize`` rule): first
+    and second source index within the kept range, and the weight of the second."""
+    a, b = axis.affine()
+    s = np.maximum(a * np.arange(axis.n, dtype=np.float64) + (b - axis.lo), 0.0)
+    i0 = np.minimum(np.floor(s).astype(np.intp), axis.k - 1)
+    return i0, np.minimum(i0 + 1, axis.k - 1), (s - i0).astype(np.float32)
 
 
 def _crop_pixels(b0: float, b1: float, lo: int, hi: int) -> Tuple[int, int]:
@@ -184,7 +222,11 @@ def process_masks(protos: np.ndarray, nhwc: bool, coefs: np.ndarray, input_boxes
     empty = np.zeros((0, 0), bool)
 
     if retina:
-        to_src = _Resize(*_letterbox_axes((mh, mw), (H, W)))
+        # Ultralytics' process_mask_native (8.4) first upsamples the logits by f (1, 2 or 4), the
+        # least that puts the letterbox padding on whole pixels, then crops and stretches that
+        f = _native_upsample((mh, mw), (H, W))
+        pre = _Resize(Axis(mw, f * mw), Axis(mh, f * mh)) if f > 1 else None
+        to_src = _Resize(*_letterbox_axes((f * mh, f * mw), (H, W)))
         for k, (x1b, y1b, x2b, y2b) in enumerate(src_boxes.tolist()):
             (x0, x1), (y0, y1) = _crop_pixels(x1b, x2b, 0, W - 1), _crop_pixels(y1b, y2b, 0, H - 1)
             if x1 < x0 or y1 < y0:
@@ -193,7 +235,12 @@ def process_masks(protos: np.ndarray, nhwc: bool, coefs: np.ndarray, input_boxes
                 continue
             region = (x0, x1, y0, y1)
             win, finish = to_src.plan(region)
-            crops.append(to_src.apply(_logits(protos, nhwc, coefs[k], win, spec), region, win, finish) > 0)
+            if pre is None:
+                vals = _logits(protos, nhwc, coefs[k], win, spec)
+            else:
+                pwin, pfinish = pre.plan(win)
+                vals = pre.apply(_logits(protos, nhwc, coefs[k], pwin, spec), win, pwin, pfinish)
+            crops.append(to_src.apply(vals, region, win, finish) > 0)
             offsets.append((x0, y0))
         return Masks(crops, np.array(offsets, np.int32).reshape(-1, 2), (H, W), validate=False)
 

@@ -28,13 +28,22 @@ class Letterbox:
     gain: float
     pad: Tuple[int, int]  # (left, top) in input pixels
 
+    @property
+    def gains(self) -> Tuple[float, float]:
+        """(x, y) scale of the resize as it was done: each side is rounded to whole pixels, so
+        the two axes differ slightly from ``gain`` (``resized / orig`` per axis, as Ultralytics'
+        ``scale_boxes`` and its validation's ``ratio_pad`` use)."""
+        return self.resized[1] / self.orig_shape[1], self.resized[0] / self.orig_shape[0]
+
     def to_source(self, boxes_xyxy: np.ndarray) -> np.ndarray:
         """Input-pixel xyxy boxes to source pixels, clipped to the image (in place, returned)."""
         b = boxes_xyxy
         xs, ys = b[:, 0::2], b[:, 1::2]  # slices are views: in-place work reaches ``b``
+        gx, gy = self.gains
         xs -= self.pad[0]
         ys -= self.pad[1]
-        b /= self.gain
+        xs /= gx
+        ys /= gy
         h, w = self.orig_shape
         np.clip(xs, 0, w, out=xs)
         np.clip(ys, 0, h, out=ys)

@@ -37,7 +37,8 @@ class Runtime:
 
     Args:
         model: model file or export folder (.onnx, .tflite, OpenVINO .xml or folder, ncnn .param or
-            folder, CoreML .mlpackage, .pt with the ``convert`` extra).
+            folder, CoreML .mlpackage, .pt with the ``convert`` extra). None: the embedded default
+            model (synthetic shapes only, see :mod:`edgeseg.default_model`), announced once.
         conf: confidence threshold (0-1). iou: NMS IoU threshold (0-1). max_det: detections kept.
         classes: keep only these class ids. imgsz: input size (int or (H, W)); fixed-shape models
             must match it, dynamic ones are letterboxed to it (rectangular, stride-padded).
@@ -60,7 +61,7 @@ class Runtime:
 
     def __init__(
         self,
-        model: Union[str, "os.PathLike[str]"],
+        model: Optional[Union[str, "os.PathLike[str]"]] = None,
         conf: float = 0.25,
         iou: float = 0.7,
         max_det: int = 300,
@@ -79,7 +80,9 @@ class Runtime:
         classes = _check_options(conf, iou, max_det, classes, nms)
         if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
             raise InputError(f"threads must be a positive integer or None, got {threads!r}")
-        self.path = Path(model)
+        from .default_model import resolve
+
+        self.path = Path(resolve(model, backend))  # type: ignore[arg-type]
         if not self.path.exists():
             raise ModelLoadError(f"model not found: {self.path}")
         backend_cls = select_backend(self.path, backend)

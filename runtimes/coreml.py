@@ -30,6 +30,27 @@ COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 IMAGE_CHANNELS = {"GRAYSCALE": 1, "RGB": 3, "BGR": 3, "GRAYSCALE_FLOAT16": 1}
 #: platform.system() values on which CoreML can predict
 PREDICT_SYSTEMS = ("Darwin",)
+#: loggers that chatter while coremltools imports (it imports torch and torchao when they are
+#: installed): "Failed to load _MLModelProxy" off macOS, untested torch versions, torchao kernels
+IMPORT_LOGGERS = ("coremltools", "torch", "torchao")
+
+
+def import_coremltools() -> Any:
+    """``import coremltools`` with its import-time warnings held back (they say nothing about the
+    model: off macOS its native proxies are always missing). ImportError propagates."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in IMPORT_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        import coremltools
+
+        return coremltools
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _feature_spec(feature: Any, pb: Any) -> Tuple[TensorSpec, Optional[str]]:
@@ -95,7 +116,7 @@ class CoreMLBackend(Backend):
         if self.path.suffix.lower() == ".mlmodel" and not self.path.is_file():
             raise ModelLoadError(f"{self.path}: expected an .mlmodel file, found a folder")
         try:
-            import coremltools as ct
+            ct = import_coremltools()
             from coremltools.proto import FeatureTypes_pb2
         except ImportError as exc:
             raise self.unavailable() from exc

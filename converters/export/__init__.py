@@ -257,6 +257,8 @@ def _target(loaded: "LoadedModel", exporter: Exporter, out: Optional[Union[str, 
         if out.suffix.lower() in file_suffixes or _matches(out.name, exporter.folder_files):
             raise InputError(f"for {exporter.name}, out is the output folder (e.g. {exporter.artifact(stem)}), "
                              f"got a file name {out.name!r}")
+        if exporter.suffix.startswith(".") and out.suffix.lower() != exporter.suffix.lower():
+            return out / exporter.artifact(stem)  # a bundle named by its suffix (.mlpackage): out is its parent
         return out
     if out.is_dir():
         return out / exporter.artifact(stem)

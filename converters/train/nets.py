@@ -108,6 +108,20 @@ def build_model(spec: Any, names: Dict[int, str], pretrained: Any = None) -> Tup
     return model.float(), notes
 
 
+def folded_batchnorms(model: nn.Module) -> List[nn.BatchNorm2d]:
+    """BatchNorm layers that are a pass-through for weights folded in elsewhere: running mean 0,
+    running variance ``1 - eps`` and scale 1 (a model rebuilt from a fused or exported graph, such
+    as a checkpoint made from an ONNX file). Training them in train mode would normalize by batch
+    statistics the weights were never made for, so the trainer keeps them in eval mode."""
+    out = []
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None and m.running_var is not None:
+            if (torch.all(m.running_mean == 0) and torch.allclose(m.running_var + m.eps, torch.ones_like(m.running_var))
+                    and (m.weight is None or torch.all(m.weight == 1))):
+                out.append(m)
+    return out
+
+
 class TrainNet(nn.Module):
     """Training forward of a :class:`SegmentationModel`: the layers, then the head's raw outputs
     (:func:`~.loss.head_outputs`) instead of decoded boxes. DDP wraps this module."""

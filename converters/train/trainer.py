@@ -39,7 +39,7 @@ from edgeseg.io import atomic_write
 from ..checkpoint import LoadedModel
 from .data import Augment, SegDataset, build_loader
 from .loss import LossGains, SegLoss
-from .nets import ModelEMA, TrainNet, build_model, param_groups
+from .nets import ModelEMA, TrainNet, build_model, folded_batchnorms, param_groups
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
 
@@ -427,6 +427,10 @@ def _train(cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], resume: Optional[st
         best_fitness, best_epoch, rows, tsum = st["best_fitness"], st["best_epoch"], st["rows"], st["tsum"]
         torch.set_rng_state(st["rng"])
         log(f"resuming {save_dir} at epoch {start_epoch + 1}" + (f", batch {start_batch + 1}" if start_batch else ""))
+    folded = folded_batchnorms(model)
+    if folded:
+        log(f"{len(folded)} of {sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())} BatchNorm layers "
+            "hold folded weights (mean 0, variance 1): kept fixed (eval mode) while training")
     net = TrainNet(model)
     if ddp:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -456,6 +460,8 @@ def _train(cfg: TrainConfig, ckpt: Optional[Dict[str, Any]], resume: Optional[st
             if first == 0:
                 tsum = torch.zeros(4)
             net.train()
+            for m in folded:
+                m.eval()
             bar = _bar(main and cfg.verbose, nb, first, f"{epoch + 1}/{cfg.epochs}")
             interrupted = False
             for i, batch in enumerate(loader, start=first):

@@ -62,8 +62,10 @@ def parse_classes(value: Optional[str]) -> Optional[List[int]]:
 def model_options(func: F) -> F:
     """The options every command that builds a Runtime shares."""
     opts = [
-        click.option("--model", "-m", required=True, type=click.Path(path_type=Path),
-                     help="Model file or export folder (.onnx, .tflite, OpenVINO .xml/folder, ncnn .param/folder, .pt with the convert extra)."),
+        click.option("--model", "-m", default=None, type=click.Path(path_type=Path),
+                     help="Model file or export folder (.onnx, .tflite, OpenVINO .xml/folder, ncnn .param/folder, .pt "
+                          "with the convert extra). Default: the embedded demo model (synthetic shapes only; "
+                          "real objects need your own model, see `edgeseg convert --help`)."),
         click.option("--backend", default="auto", show_default=True,
                      help="Backend name (onnxruntime, litert, openvino, ncnn, coreml, torch) or auto."),
         click.option("--threads", type=int, default=None, help="Inference threads (default: the backend's choice)."),

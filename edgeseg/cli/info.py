@@ -11,14 +11,15 @@ from .common import parse_imgsz, translate_errors
 
 
 @click.command()
-@click.option("--model", "-m", required=True, type=click.Path(path_type=Path), help="Model file or export folder.")
+@click.option("--model", "-m", default=None, type=click.Path(path_type=Path),
+              help="Model file or export folder (default: the embedded demo model).")
 @click.option("--backend", default="auto", show_default=True, help="Backend name or auto.")
 @click.option("--imgsz", default=None, help="Input size for dynamic-shape models, 640 or H,W.")
 @click.option("--names", "names_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Class names file overriding the model's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full description as JSON.")
 @translate_errors
-def info(model: Path, backend: str, imgsz: Any, names_file: Any, as_json: bool) -> None:
+def info(model: Any, backend: str, imgsz: Any, names_file: Any, as_json: bool) -> None:
     """Show a model's format, backend, input, output layout, class names and quantization.
 
     \b
@@ -31,6 +32,10 @@ def info(model: Path, backend: str, imgsz: Any, names_file: Any, as_json: bool) 
     from ..errors import BackendUnavailableError, ModelLoadError
     from ..runtime import Runtime
 
+    if model is None:
+        from ..default_model import default_model
+
+        model = default_model(backend)
     fb = _flatbuffer(model)
     runtime_log = logging.getLogger("edgeseg.runtime")
     level = runtime_log.level

@@ -47,7 +47,7 @@ def predict(**kw: Any) -> None:
     with Runtime(retina_masks=retina, **rt_kw) as rt:
         src = open_input(source, {"live": False} if _is_stream(source) else {})
         ctx = SinkContext(command="predict", source_name=src.name, single_image=is_single_image(src),
-                          model=str(rt_kw["model"]))
+                          model=str(rt.path))
         st = start_stream(rt, src, sink_opts, ctx, skip_errors=True)
         frames, detections = drive(st, src.total, "predict", quiet or (src.total or 0) < 2)
     echo_err(f"{frames} image(s)/frame(s), {detections} detection(s)"

@@ -101,7 +101,7 @@ def run(**kw: Any) -> None:
     try:
         src = open_input(spec, src_kw)
         ctx = SinkContext(command="run", source_name=src.name, single_image=is_single_image(src),
-                          model=str(rt_kw["model"]))
+                          model=str(runtime.path))
         st = start_stream(runtime, src, sink_opts, ctx, max_frames=max_frames, pipelined=pipelined, **track_kw)
         for s in st.sinks:
             if getattr(s, "server", None) is not None:

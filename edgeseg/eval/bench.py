@@ -220,9 +220,11 @@ def _convert_jobs(pt: Path, settings: BenchSettings, classes: Dict[str, Any],
             for fmt in made[name]:
                 targets.setdefault(fmt, []).append(name)
         elif not cls.handles(pt):  # the torch backend runs the checkpoint itself
-            skipped.append(BenchResult(str(pt), name, cls.format, origin, status="skipped",
-                                       reason=f"edgeseg.converters.export cannot produce {cls.format!r} "
-                                              f"(it makes {', '.join(exporters())})"))
+            unbenched = [n for n, e in exporters().items() if e.backend == name]  # e.g. CoreML off macOS
+            reason = (f"bench --convert does not make {', '.join(unbenched)} exports on this machine (the {name} "
+                      "backend cannot run them here)" if unbenched else
+                      f"edgeseg.converters.export cannot produce {cls.format!r} (it makes {', '.join(exporters())})")
+            skipped.append(BenchResult(str(pt), name, cls.format, origin, status="skipped", reason=reason))
     if not targets:
         return jobs, skipped
     if workdir is None:

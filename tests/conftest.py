@@ -1,0 +1,23 @@
+"""Suite-wide hooks. Without ../shared/assets beside the repo (a contributor's clone), the tests that need
+its third-party files (Ultralytics weights, COCO images, reference detections) skip; their skips are
+reported as one line instead of one per test file."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from _assets import ASSETS
+
+ONE_REASON = (f"needs third-party test files from {ASSETS} (Ultralytics weights, COCO images and reference "
+              "detections), which is not beside this checkout")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and isinstance(report.longrepr, tuple) and len(report.longrepr) == 3 and not ASSETS.exists():
+        reason = str(report.longrepr[2])
+        if "shared/assets" in reason or str(ASSETS) in reason:
+            report.longrepr = ("tests/_assets.py", 0, "Skipped: " + ONE_REASON)

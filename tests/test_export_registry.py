@@ -171,7 +171,8 @@ def test_options_are_checked_before_any_work(fmt: str, given: dict, message: str
 
 def test_options_resolve_with_format_defaults() -> None:
     assert resolve_options(get_exporter("onnx"), {"half": False, "opset": None}) == {
-        "half": False, "dynamic": False, "opset": 17, "simplify": False}
+        "half": False, "dynamic": False, "opset": 17, "simplify": False,
+        "int8": False, "data": None, "calib_images": None, "val_data": None}
     assert resolve_options(get_exporter("ncnn"), {"half": True, "dynamic": False, "opset": None}) == {"half": True}
     with pytest.raises(InputError, match="unknown export format 'tflite2'; expected one of onnx, openvino, ncnn"):
         get_exporter("tflite2")

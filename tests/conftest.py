@@ -13,11 +13,20 @@ ONE_REASON = (f"needs third-party test files from {ASSETS} (Ultralytics weights,
               "detections), which is not beside this checkout")
 
 
+def _one_line(report: Any) -> None:
+    if report.skipped and isinstance(report.longrepr, tuple) and len(report.longrepr) == 3 and not ASSETS.exists():
+        reason = str(report.longrepr[2])
+        if "shared/assets" in reason or str(ASSETS) in reason or "coco8-seg dataset not found" in reason:
+            report.longrepr = ("tests/_assets.py", 0, "Skipped: " + ONE_REASON)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: Any):  # type: ignore[no-untyped-def]
     outcome = yield
-    report = outcome.get_result()
-    if report.skipped and isinstance(report.longrepr, tuple) and len(report.longrepr) == 3 and not ASSETS.exists():
-        reason = str(report.longrepr[2])
-        if "shared/assets" in reason or str(ASSETS) in reason:
-            report.longrepr = ("tests/_assets.py", 0, "Skipped: " + ONE_REASON)
+    _one_line(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):  # type: ignore[no-untyped-def]
+    outcome = yield
+    _one_line(outcome.get_result())

@@ -325,7 +325,8 @@ def test_profile_backend_options_are_accepted_by_the_backend(tmp_path: Path, boa
     ("intel-openvino", {}, {"to": "openvino", "imgsz": 640, "half": False}),
     ("jetson-nano", {"imgsz": (320, 320)}, {"to": "onnx", "imgsz": (320, 320), "half": False}),
     ("raspberry-pi-4", {"to": "onnx", "half": True}, {"to": "onnx", "imgsz": 320, "half": True}),
-    ("coral-usb", {"to": "onnx"}, {"to": "onnx", "imgsz": 320, "half": False}),
+    # the board's int8 follows an explicit --to when that format quantizes too (static int8 ONNX)
+    ("coral-usb", {"to": "onnx"}, {"to": "onnx", "imgsz": 320, "half": False, "int8": True}),
     ("apple-silicon", {}, {"to": "coreml", "imgsz": 640, "half": True}),
 ])
 def test_convert_options_from_a_board_explicit_flags_win(board, explicit, expected) -> None:

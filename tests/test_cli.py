@@ -143,7 +143,10 @@ def test_predict_video_every_frame(tmp_path):
 def test_cli_errors_are_clean(tmp_path):
     res = CliRunner().invoke(main, ["predict", "-m", str(tmp_path / "nope.onnx"), "-s", str(tmp_path)])
     assert res.exit_code == 1 and "Error:" in res.output and "Traceback" not in res.output
-    res = CliRunner().invoke(main, ["predict", "-m", str(ONNX), "-s", str(tmp_path / "x.jpg")])
+    from edgeseg.default_model import default_model
+
+    model = default_model()  # any model does: the embedded one, so this runs without ../shared
+    res = CliRunner().invoke(main, ["predict", "-m", str(model), "-s", str(tmp_path / "x.jpg")])
     assert res.exit_code == 1 and "x.jpg: no such file" in res.output and "Traceback" not in res.output
-    res = CliRunner().invoke(main, ["info", "-m", str(ONNX), "--imgsz", "abc"])
+    res = CliRunner().invoke(main, ["info", "-m", str(model), "--imgsz", "abc"])
     assert res.exit_code == 2 and "expected an integer" in res.output

@@ -242,3 +242,26 @@ def test_two_process_gloo_run_through_torchrun(synth: Path, tmp_path: Path) -> N
     state = torch.load(tmp_path / "ddp" / "weights" / "last.pt", weights_only=True)["train"]
     assert state["epoch"] == 1 and len(state["rows"]) == 1 and np.isfinite(total(state["rows"][0]))
     assert load_model(tmp_path / "ddp" / "weights" / "best.pt").model.nc == 3
+
+
+def test_folded_batchnorm_stays_fixed_when_fine_tuning(run, synth: Path, tmp_path: Path) -> None:
+    """A checkpoint rebuilt from fused weights has pass-through BatchNorm (mean 0, variance 1 - eps, scale 1):
+    train-mode batch statistics would rescale every layer, so the trainer keeps those layers in eval mode."""
+    from edgeseg.converters.checkpoint import save_checkpoint
+    from edgeseg.converters.train.nets import folded_batchnorms
+
+    loaded = load_model(run.best)
+    bns = [m for m in loaded.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert folded_batchnorms(loaded.model) == []  # trained statistics are not pass-through
+    with torch.no_grad():
+        for m in bns:
+            m.running_mean.zero_()
+            m.running_var.fill_(1 - m.eps)
+            m.weight.fill_(1)
+    assert len(folded_batchnorms(loaded.model)) == len(bns)
+    folded = save_checkpoint(loaded, tmp_path / "folded.pt")
+    r = train(data=str(synth), model=str(folded), epochs=1, project=str(tmp_path), name="ft", val=False,
+              **quick(max_batches=2))
+    after = [m for m in load_model(r.last).model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(torch.all(m.running_mean == 0) and torch.allclose(m.running_var, torch.full_like(m.running_var, 1 - m.eps))
+               for m in after)

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import platform
+import shutil
 import threading
 from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping
@@ -176,11 +176,11 @@ def export_coreml(job: ExportJob) -> None:
 def _save_into(model: Any, folder: Path, name: str) -> None:
     """``model.save`` wants a path ending in ``.mlpackage`` and replaces whatever is there: save
     into a staging folder inside ``folder`` (the caller's temp folder), then move the package's
-    entries up (renames on one file system)."""
+    entries up (moves on one file system, inside the temp folder: nothing is put in place here)."""
     staged = folder / f"{name}.mlpackage"
     model.save(str(staged))
     for entry in list(staged.iterdir()):
-        os.replace(entry, folder / entry.name)
+        shutil.move(str(entry), str(folder / entry.name))
     staged.rmdir()
 
 

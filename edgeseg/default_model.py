@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import BackendUnavailableError, ModelLoadError
+from .errors import BackendUnavailableError, InputError, ModelLoadError
 
 log = logging.getLogger("edgeseg")
 
@@ -43,8 +43,6 @@ def default_model(backend: str = "auto") -> Path:
                              f"{ASSETS}); pass a model file")
     classes = backend_classes()
     if backend != "auto" and backend not in classes:
-        from .errors import InputError
-
         raise InputError(f"unknown backend {backend!r}; expected one of: auto, {', '.join(classes)}")
     wanted = [classes[backend]] if backend != "auto" else list(classes.values())
     extras: List[str] = []

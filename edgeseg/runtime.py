@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, overload
 import numpy as np
 
 from .backend import Backend, TensorSpec, select_backend
+from .default_model import resolve as resolve_model
 from .errors import EdgesegError, InferenceError, InputError, LayoutError, ModelLoadError
 from .io import load_names, path_size, read_image, to_bgr
 from .layout import OutputLayout, resolve_layout
@@ -80,9 +81,7 @@ class Runtime:
         classes = _check_options(conf, iou, max_det, classes, nms)
         if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
             raise InputError(f"threads must be a positive integer or None, got {threads!r}")
-        from .default_model import resolve
-
-        self.path = Path(resolve(model, backend))  # type: ignore[arg-type]
+        self.path = Path(resolve_model(model, backend))  # type: ignore[arg-type]
         if not self.path.exists():
             raise ModelLoadError(f"model not found: {self.path}")
         backend_cls = select_backend(self.path, backend)

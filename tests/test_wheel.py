@@ -53,6 +53,7 @@ def test_wheel_holds_every_package_and_data_file(wheel: Path):
                 expected.add(f"{target}/{rel.as_posix()}")
     expected |= {f"edgeseg/boards/{p.name}" for p in (ROOT / "boards").glob("*.yaml")}
     expected.add("edgeseg/py.typed")
+    expected |= {f"edgeseg/assets/{p.name}" for p in (ROOT / "edgeseg" / "assets").iterdir()}  # the default model
     missing = sorted(expected - names)
     assert not missing, f"files of the source tree missing from the wheel: {missing}"
     assert "edgeseg/eval/datasets/yolo.py" in names
@@ -89,3 +90,13 @@ def test_wheel_in_a_fresh_venv_runs_val_data_check_and_predict(wheel: Path, tmp_
     assert r.returncode == 0, r.stderr[-3000:]
     text = out.read_text()
     assert "bus" in text and "person" in text
+
+    # no model given: the embedded default model, read from the installed wheel
+    r = _run(exe, "data", "synth", "--out", str(tmp_path / "synth"), "--images", "4", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "default.json"
+    r = _run(exe, "predict", "-s", str(tmp_path / "synth" / "images" / "val"), "--json", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "embedded default model" in r.stderr
+    result = json.loads(out.read_text())
+    assert result["model"].startswith(str(env_dir)) and '"class_name"' in out.read_text(), result["model"]

@@ -55,9 +55,10 @@ class Axis:
     def support(self, d0: int, d1: int) -> Tuple[int, int]:
         """Inclusive source range (within the kept range) that destination pixels d0..d1 sample."""
         a, b = self.affine()
-        s0 = math.floor(a * d0 + b)
-        s1 = math.floor(a * d1 + b) + 1
-        return max(s0, self.lo), min(s1, self.lo + self.k - 1)
+        # positions before the kept range clamp to its first pixel, whose second tap is the next one
+        s0 = max(math.floor(a * d0 + b), self.lo)
+        s1 = max(math.floor(a * d1 + b), self.lo) + 1
+        return s0, min(s1, self.lo + self.k - 1)
 
     def reach(self, s0: int, s1: int) -> Tuple[int, int]:
         """Destination pixels whose bilinear sample can touch source pixels s0..s1."""

@@ -173,10 +173,21 @@ def _scope_regex(model: bytes, ops: Iterable[int]) -> str:
     return "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
 
 
+#: how calibration turns per-image activation ranges into one (recorded in the int8 metadata)
+CALIBRATION = "MinMax"
+
+
 def quantize(model: bytes, recipe: List[Dict[str, Any]], calibration: Optional[List[np.ndarray]],
              threads: int = 2) -> bytes:
-    """Quantize ``model`` with ``recipe``; static recipes calibrate on ``calibration``."""
-    from litert_quantizer import quantizer
+    """Quantize ``model`` with ``recipe``; static recipes calibrate on ``calibration``.
+
+    Each activation's range is the min and max over all calibration images (:data:`CALIBRATION`).
+    ``Quantizer.calibrate`` keeps a moving average of the per-image min/max instead (weight 0.95),
+    which shrinks a range to its typical image and clips the rare large values: on yolov8n-seg the
+    class logits of confident detections, so every score of bus.jpg above 0.62 read 0.621 (scores
+    0.20-0.26 off the ``.pt``; with global min/max 0.03, and val mAP no lower)."""
+    from litert_quantizer import calibrator, quantizer, recipe_manager
+    from litert_quantizer.utils import qsv_utils
 
     qt = quantizer.Quantizer(bytearray(model))
     qt.load_quantization_recipe(recipe)
@@ -185,8 +196,12 @@ def quantize(model: bytes, recipe: List[Dict[str, Any]], calibration: Optional[L
         if not calibration:
             raise InputError("static int8 quantization needs calibration images (--data)")
         name = _input_name(model)
+        manager = recipe_manager.RecipeManager()
+        manager.load_quantization_recipe(recipe)
+        cal = calibrator.Calibrator(bytes(model), num_threads=threads, qsv_update_func=qsv_utils.min_max_update)
         with _quiet_stdout():
-            result = qt.calibrate({"serving_default": [{name: x} for x in calibration]}, num_threads=threads)
+            cal.calibrate({"serving_default": [{name: x} for x in calibration]}, manager)
+        result = cal.get_model_qsvs()
     with _quiet_stdout():
         q = qt.quantize(result, enable_progress_report=False, enable_progress_bar=False)
     return bytes(q.quantized_model)

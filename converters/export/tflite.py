@@ -68,7 +68,8 @@ def write_int8(job: ExportJob, model: bytes, meta: Dict[str, Any], *, integer_io
         q = lt.quantize(model, lt.int8_recipe(model, 8, float_parts, integer_io=integer_io), calib)
     meta = dict(meta, output_layout="split", split_outputs=lt.split_names(q), boxes_normalized=True,
                 quantization="int8",
-                int8=int8_record(o, len(calib), io="int8" if integer_io else "float32", float_parts=float_parts))
+                int8=int8_record(o, len(calib), io="int8" if integer_io else "float32", float_parts=float_parts,
+                                  calibration_method=lt.CALIBRATION))
     with job.stage("accuracy report (val float vs int8)"):
         report = _report(job, model, q, meta)
     if report is not None:

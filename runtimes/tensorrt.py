@@ -73,7 +73,7 @@ def write_engine(dest: Union[str, Path, BinaryIO], meta: Mapping[str, Any], plan
 def read_engine_header(path: Union[str, Path]) -> Tuple[Dict[str, Any], int]:
     """``(metadata, offset of the plan)`` of an ``.engine`` file; ``({}, 0)`` for a plan without a
     header. Only the header is read. A header that starts like one (``{`` after the length) but is
-    cut short, not UTF-8 JSON, not an object, or followed by no plan raises ModelLoadError."""
+    cut short, not UTF-8 JSON, or followed by no plan raises ModelLoadError."""
     path = Path(path)
     size = path.stat().st_size
     with open(path, "rb") as f:
@@ -93,8 +93,6 @@ def read_engine_header(path: Union[str, Path]) -> Tuple[Dict[str, Any], int]:
         meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ModelLoadError(f"{path}: the metadata header is not UTF-8 JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise ModelLoadError(f"{path}: the metadata header holds a {type(meta).__name__}; expected a JSON object")
     if 4 + n == size:
         raise ModelLoadError(f"{path}: holds a metadata header but no engine after it")
     return meta, 4 + n

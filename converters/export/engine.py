@@ -161,6 +161,6 @@ EXPORTER = Exporter(
     backend="tensorrt",
     stages=_stages,
     check=_check,
-    order=90,
+    order=93,
     notes={"int8": "explicit int8 from the static int8 ONNX (QDQ), activations calibrated on --data"},
 )

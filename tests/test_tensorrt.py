@@ -200,3 +200,32 @@ def test_engine_builds_and_matches_onnx(tmp_path: Path, flags) -> None:  # pragm
         assert rt.info["backend"] == "tensorrt"
         assert sorted(a.class_ids.tolist()) == sorted(b.class_ids.tolist())
         assert np.abs(np.sort(a.boxes, 0) - np.sort(b.boxes, 0)).max() < (3.0 if flags else 1.0)
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="tensorrt is present: the build would run (see the GPU test)")
+@pytest.mark.parametrize("half", [False, True])
+def test_the_onnx_half_of_the_build_runs_and_a_failure_leaves_nothing(tmp_path: Path, half: bool) -> None:
+    """Past the environment check (called directly), the exporter makes its ONNX graph here for real;
+    it stops at ``import tensorrt`` inside the TensorRT stage, and the user's file stays as it was."""
+    pytest.importorskip("torch", reason="the ONNX export needs pip install 'edgeseg[convert]'")
+    require_assets(PT)
+    import contextlib
+
+    from edgeseg.converters.checkpoint import load_model
+    from edgeseg.converters.export import _export, get_exporter
+
+    seen = []
+
+    @contextlib.contextmanager
+    def stage(name):
+        seen.append(name)
+        yield
+
+    out = tmp_path / "n.engine"
+    out.write_bytes(b"user's file")
+    opts = {"half": half, "int8": False, "data": None, "calib_images": None, "val_data": None}
+    with pytest.raises(ModuleNotFoundError, match="tensorrt"):
+        _export(load_model(PT), get_exporter("engine"), 64, opts, out, stage)
+    assert seen[-1].startswith("TensorRT: parse ONNX") and "onnx.checker" in seen
+    assert ("float16 conversion (onnxconverter-common)" in seen) is half
+    assert out.read_bytes() == b"user's file" and sorted(p.name for p in tmp_path.iterdir()) == ["n.engine"]

@@ -491,14 +491,14 @@ def to_json(report: BenchReport) -> str:
 
 
 def precision_table(report: BenchReport) -> List[Dict[str, Any]]:
-    """fp32 vs fp16/int8 per format: for each (format, backend) that ran an fp32 model and at least
+    """fp32 vs fp16/int8 per format: for each (model file format, backend) that ran an fp32 model and at least
     one of another precision, one row per model of the group, fp32 first, with the speed-ups over the
     fp32 model (median inference and total) and the mAP differences in points (with ``--data``).
     Several fp32 models in a group: the first one is the reference."""
     groups: Dict[Tuple[str, str], List[BenchResult]] = {}
     for r in report.results:
         if r.status == "ok" and r.precision:
-            groups.setdefault((r.format, r.backend), []).append(r)
+            groups.setdefault((_file_format(r), r.backend), []).append(r)
     order = {"fp32": 0, "fp16": 1, "int8": 2}
     rows: List[Dict[str, Any]] = []
     for (fmt, backend), members in groups.items():
@@ -520,6 +520,13 @@ def precision_table(report: BenchReport) -> List[Dict[str, Any]]:
                                          else round((mine_m - base_m) * 100, 2))
             rows.append(row)
     return rows
+
+
+def _file_format(r: BenchResult) -> str:
+    """The model file's own format (an ``.onnx`` run by OpenVINO is onnx): its suffix, or for an
+    export folder the format of the backend that opened it."""
+    suffix = Path(r.model).suffix.lower().lstrip(".")
+    return suffix if suffix and not Path(r.model).is_dir() else r.format
 
 
 def _precision_markdown(rows: List[Dict[str, Any]]) -> List[str]:

@@ -31,7 +31,7 @@ import numpy as np
 from edgeseg.backend import Backend, TensorSpec, ensure_file, module_available, register
 from edgeseg.errors import BackendUnavailableError, InferenceError, InputError, ModelLoadError
 
-__all__ = ["TensorRTBackend", "read_engine_header", "write_engine", "engine_header", "cuda_device_problem",
+__all__ = ["TensorRTBackend", "read_engine_header", "write_engine", "engine_header", "cuda_device_problem", "gpu_name",
            "missing_for_tensorrt", "PIP_LINE", "MAX_METADATA_BYTES"]
 
 #: what installs the Python side (tensorrt + cuda-python); the GPU driver comes with the system
@@ -58,7 +58,7 @@ def engine_header(meta: Mapping[str, Any]) -> bytes:
 
 def write_engine(dest: Union[str, Path, BinaryIO], meta: Mapping[str, Any], plan: Union[bytes, memoryview]) -> None:
     """Write ``header(meta) + plan`` to ``dest`` (a path or a binary file object)."""
-    if not len(plan):
+    if not memoryview(plan).nbytes:
         raise InputError("engine plan is empty; expected the serialized TensorRT engine")
     head = engine_header(meta)
     if isinstance(dest, (str, Path)):
@@ -101,21 +101,40 @@ def read_engine_header(path: Union[str, Path]) -> Tuple[Dict[str, Any], int]:
 # --------------------------------------------------------------------------- what is missing
 
 
+def _driver() -> Tuple[Optional[Any], str]:
+    """``(the NVIDIA driver library, '')``, or ``(None, why it cannot be loaded)``."""
+    names = DRIVER_LIBRARIES.get(sys.platform)
+    if names is None:
+        return None, f"TensorRT runs on Linux and Windows with an NVIDIA GPU; this is {sys.platform}"
+    errors = []
+    for name in names + tuple(n for n in [ctypes.util.find_library("cuda")] if n):
+        try:
+            return ctypes.CDLL(name), ""
+        except OSError as exc:
+            errors.append(str(exc))
+    return None, f"no NVIDIA driver: {names[0]} cannot be loaded ({errors[0] if errors else 'not found'})"
+
+
+def gpu_name(index: int = 0) -> str:
+    """The name of CUDA device ``index`` as the driver reports it, '' when it cannot be asked."""
+    lib, _ = _driver()
+    buf, dev = ctypes.create_string_buffer(256), ctypes.c_int(0)
+    try:
+        if lib is not None and lib.cuInit(0) == 0 and lib.cuDeviceGet(ctypes.byref(dev), int(index)) == 0 \
+                and lib.cuDeviceGetName(buf, 256, dev) == 0:
+            return buf.value.decode("utf-8", "replace")
+    except AttributeError:
+        pass
+    return ""
+
+
 def cuda_device_problem() -> Optional[str]:
     """None when the NVIDIA driver reports at least one CUDA device, else why not (one sentence).
     Asks the driver library directly (``cuInit``, ``cuDeviceGetCount``): no vendor Python module."""
-    names = DRIVER_LIBRARIES.get(sys.platform)
-    if names is None:
-        return f"TensorRT runs on Linux and Windows with an NVIDIA GPU; this is {sys.platform}"
-    lib, errors = None, []
-    for name in names + tuple(n for n in [ctypes.util.find_library("cuda")] if n):
-        try:
-            lib = ctypes.CDLL(name)
-            break
-        except OSError as exc:
-            errors.append(str(exc))
+    lib, why = _driver()
     if lib is None:
-        return f"no NVIDIA driver: {names[0]} cannot be loaded ({errors[0] if errors else 'not found'})"
+        return why
+    names = DRIVER_LIBRARIES[sys.platform]
     try:
         rc = lib.cuInit(0)
         if rc != 0:

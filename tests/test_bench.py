@@ -131,7 +131,7 @@ def test_mask_map_with_data() -> None:
 
 BAD_CLI = [
     (["bench"], "give --model FILE"),
-    (["bench", "--model", str(ONNX), "--backends", "tensorrt"], "unknown backends ['tensorrt']"),
+    (["bench", "--model", str(ONNX), "--backends", "nosuchbackend"], "unknown backends ['nosuchbackend']"),
     (["bench", "--model", str(ONNX), "--runs", "0"], "Invalid value for '--runs'"),
     (["bench", "--model", "/nonexistent.onnx"], "does not exist"),
 ]

@@ -97,7 +97,7 @@ def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path) -> Any:
 
 def export_engine(job: ExportJob) -> None:
     """Build ``job.path`` (the engine file, header included)."""
-    from edgeseg.runtimes.tensorrt import write_engine
+    from edgeseg.runtimes.tensorrt import gpu_name, write_engine
 
     from .onnx import export_onnx
 
@@ -123,24 +123,11 @@ def export_engine(job: ExportJob) -> None:
             del parser, network
     with job.stage("write engine"):
         meta["engine"] = {"tensorrt": trt.__version__, "precision": precision, "strongly_typed": True,
-                          "built_from": "onnx", "gpu": _gpu_name()}
+                          "built_from": "onnx", "gpu": gpu_name()}
+        if "int8_accuracy" in meta:
+            meta["engine"]["int8_accuracy_of"] = "the int8 ONNX graph the engine was built from (onnxruntime)"
         with open(job.path, "wb") as f:
             write_engine(f, meta, memoryview(plan))
-
-
-def _gpu_name() -> str:
-    """The GPU's name from the driver (for the metadata), or '' when it cannot be asked."""
-    import ctypes
-
-    try:
-        lib = ctypes.CDLL("libcuda.so.1")
-        buf = ctypes.create_string_buffer(256)
-        dev = ctypes.c_int(0)
-        if lib.cuInit(0) == 0 and lib.cuDeviceGet(ctypes.byref(dev), 0) == 0 and lib.cuDeviceGetName(buf, 256, dev) == 0:
-            return buf.value.decode("utf-8", "replace")
-    except (OSError, AttributeError):
-        pass
-    return ""
 
 
 def _stages(o: Any) -> int:

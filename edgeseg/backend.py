@@ -229,6 +229,8 @@ def select_backend(path: Path, backend: str = "auto") -> Type[Backend]:
     for cls in candidates:
         if cls.installed():
             return cls
+    if len(candidates) == 1:  # the backend's own message says all it needs (e.g. a GPU too)
+        raise candidates[0].unavailable()
     extras = " or ".join(f"pip install 'edgeseg[{c.extra}]'" for c in candidates)
     raise BackendUnavailableError(
         f"{path.name} needs one of the backends {', '.join(c.name for c in candidates)}, none of which is installed; "

@@ -131,7 +131,7 @@ def test_mask_map_with_data() -> None:
 
 BAD_CLI = [
     (["bench"], "give --model FILE"),
-    (["bench", "--model", str(ONNX), "--backends", "tensorrt"], "unknown backends ['tensorrt']"),
+    (["bench", "--model", str(ONNX), "--backends", "nosuchbackend"], "unknown backends ['nosuchbackend']"),
     (["bench", "--model", str(ONNX), "--runs", "0"], "Invalid value for '--runs'"),
     (["bench", "--model", "/nonexistent.onnx"], "does not exist"),
 ]
@@ -176,3 +176,41 @@ def test_bench_leaves_no_temp_folder(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert [(r.backend, r.status, r.origin) for r in report.results] == [
         ("onnxruntime", "ok", "exported from yolov8n-seg-coco.pt")]
     assert ours() == []
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="the fp32 export needs torch (pip install 'edgeseg[convert]')")
+def test_fp32_vs_int8_side_by_side(tmp_path: Path) -> None:
+    """An fp32 ONNX export of the COCO checkpoint and the int8 (dynamic) ONNX of the same weights, on
+    coco8-seg at 320: one group, fp32 first, speed-ups and mAP differences computed from the run."""
+    from edgeseg.converters import export
+    from edgeseg.eval.bench import BenchReport, BenchResult, precision_table
+
+    pt = MODELS / "yolov8n-seg-coco.pt"
+    if not pt.is_file() or not COCO8.is_file():
+        pytest.skip(f"{pt} or {COCO8} not found")
+    fp32 = export(pt, to="onnx", imgsz=320, out=tmp_path / "n.onnx", progress=False)
+    res = CliRunner().invoke(main, ["bench", "-m", str(fp32), "-m", str(ONNX), "--backends", "onnxruntime",
+                                    "--data", str(COCO8), "--runs", "2", "--warmup", "1", "--image", str(BUS),
+                                    "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.output[res.output.index("{"):])
+    by_model = {Path(r["model"]).name: r for r in rep["results"]}
+    assert by_model["n.onnx"]["precision"] == "fp32" and by_model[ONNX.name]["precision"] == "int8"
+    rows = rep["precisions"]
+    assert [(r["format"], r["backend"], r["precision"]) for r in rows] == [("onnx", "onnxruntime", "fp32"),
+                                                                          ("onnx", "onnxruntime", "int8")]
+    ref, q = by_model["n.onnx"], by_model[ONNX.name]
+    for stage in ("inference", "total"):
+        assert rows[0][f"{stage}_speedup"] == pytest.approx(1.0)
+        assert rows[1][f"{stage}_speedup"] == pytest.approx(ref["latency_ms"][stage]["median"]
+                                                            / q["latency_ms"][stage]["median"])
+    for key, name in (("seg/mAP50-95", "mask_map"), ("box/mAP50-95", "box_map")):
+        assert 0 < ref["metrics"][key] <= 1 and 0 < q["metrics"][key] <= 1
+        assert rows[1][f"{name}_points"] == pytest.approx((q["metrics"][key] - ref["metrics"][key]) * 100, abs=0.01)
+    report = BenchReport(rep["system"], rep["settings"], [BenchResult(**r) for r in rep["results"]])
+    assert precision_table(report) == rows
+    md = to_markdown(report)
+    section = md.split("fp32 vs int8 per format", 1)[1]
+    int8_line = next(ln for ln in section.splitlines() if f"| {ONNX.name} |" in ln)
+    assert int8_line.startswith("| onnx (onnxruntime) | int8 |")
+    assert f"{rows[1]['inference_speedup']:.2f}x" in int8_line and f"{rows[1]['mask_map_points']:+.2f}" in int8_line

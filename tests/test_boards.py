@@ -158,7 +158,7 @@ BAD_PROFILES = [
     ("unknown keys", lambda d: d.update(gpu=True)),
     ("backend_options keys must be backend names", lambda d: d["backend_options"].update(tensorrt={})),
     ("camera.fps must be", lambda d: d["camera"].update(fps="30")),
-    ("convert needs 'to'", lambda d: d["convert"].update(to="engine")),
+    ("convert needs 'to'", lambda d: d["convert"].update(to="nosuchformat")),
     ("convert.imgsz must equal imgsz", lambda d: d["convert"].update(imgsz=640)),
 ]
 

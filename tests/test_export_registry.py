@@ -190,7 +190,7 @@ def test_every_runtimes_module_is_a_discovered_backend(tmp_path: Path) -> None:
 
     files = sorted(p.stem for p in (ROOT / "runtimes").glob("*.py") if not p.name.startswith("_"))
     assert backend_modules() == [f"edgeseg.runtimes.{f}" for f in files]
-    assert set(backend_classes()) == {"onnxruntime", "litert", "openvino", "ncnn", "coreml", "torch"}
+    assert set(backend_classes()) == {"onnxruntime", "litert", "openvino", "ncnn", "coreml", "torch", "tensorrt"}
     # a new backend is one file in runtimes/: drop one on the package's search path
     (tmp_path / "toyrt.py").write_text(textwrap.dedent('''
         from edgeseg.backend import Backend, register
@@ -214,3 +214,21 @@ def test_convert_help_via_cli_runner() -> None:
     r = CliRunner().invoke(main, ["convert", "--help"])
     assert r.exit_code == 0
     assert re.search(r"^\s+ncnn\s+yolov8n-seg_ncnn_model/ \(yolov8n-seg\.ncnn\.param", r.output, re.M), r.output
+
+
+def test_int8_help_is_true_for_every_format() -> None:
+    """--int8 means calibrated static int8 for some formats and weight-only int8 for CoreML: the help
+    says which is which (it once said "calibrated on --data" for all)."""
+    from edgeseg.converters.export.registry import export_options, option_help
+
+    text = option_help("int8")
+    takers = export_options()["int8"][1]
+    groups = dict(part.split(": ", 1) for part in text[text.index("(") + 1:-2].split("; "))
+    covered = [f for fmts in groups for f in fmts.split(", ")]
+    assert sorted(covered) == sorted(takers)
+    for fmts, note in groups.items():
+        calibrated = all(exporters()[f].name != "coreml" for f in fmts.split(", "))
+        assert ("calibrated on --data" in note) is calibrated, (fmts, note)
+    assert "no calibration data" in groups["coreml"]
+    help_text = " ".join(CliRunner().invoke(main, ["convert", "--help"]).output.split())
+    assert "coreml: 8-bit weights only, fp16 compute, no calibration data" in help_text

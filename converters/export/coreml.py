@@ -218,4 +218,5 @@ EXPORTER = Exporter(
     stages=lambda o: 5 + bool(o.get("int8")),
     check=_check,
     order=97,
+    notes={"int8": "8-bit weights only, fp16 compute, no calibration data"},
 )

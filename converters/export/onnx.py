@@ -299,4 +299,5 @@ EXPORTER = Exporter(
     stages=lambda o: 5 if o["int8"] else 5 + bool(o["simplify"]) + bool(o["half"]),
     check=_check,
     order=10,
+    notes={"int8": "static int8 (QDQ), activations calibrated on --data"},
 )

@@ -176,4 +176,5 @@ EXPORTER = Exporter(
     stages=5,
     check=_check,
     order=20,
+    notes={"int8": "NNCF post-training int8, activations calibrated on --data"},
 )

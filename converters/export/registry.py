@@ -27,6 +27,7 @@ __all__ = [
     "exporters",
     "get_exporter",
     "export_options",
+    "option_help",
     "resolve_options",
     "require",
     "PRECISIONS",
@@ -76,7 +77,7 @@ HALF = Option("half", "fp16 weights (input and outputs stay float32 except in To
 DYNAMIC = Option("dynamic", "dynamic batch, height and width")
 OPSET = Option("opset", "ONNX opset (default 17; 18+ uses torch's dynamo exporter)", int, "N")
 SIMPLIFY = Option("simplify", "simplify the ONNX graph with onnxslim")
-INT8 = Option("int8", "int8 quantization, calibrated on --data")
+INT8 = Option("int8", "int8 quantization")  # what it means per format: each exporter's notes["int8"]
 DATA = Option("data", "calibration images: a YOLO dataset .yaml or an image folder", Path, "DATASET")
 CALIB_IMAGES = Option("calib_images", "number of calibration images (default: the format's)", int, "N")
 INT8_IO = Option("int8_io", "int8 with integer input and outputs (scale and zero point in the model)")
@@ -141,6 +142,9 @@ class Exporter:
     #: extra validation of the resolved options (raise InputError / ConversionError)
     check: Optional[Callable[[Dict[str, Any]], None]] = None
     order: int = 50  #: position in lists (lower first)
+    #: what a shared option means for this format, for ``--help`` (``{"int8": "8-bit weights only"}``);
+    #: :func:`option_help` joins the notes of every format that takes the option
+    notes: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.lower():
@@ -149,9 +153,10 @@ class Exporter:
             names = {o.name for o in self.options}
             derived = ["fp32"] + [p for p, opt in PRECISIONS.items() if opt is not None and opt in names]
             object.__setattr__(self, "precisions", tuple(derived))
-        unknown = set(self.defaults) - {o.name for o in self.options}
-        if unknown:
-            raise TypeError(f"exporter {self.name!r}: defaults for options it does not take: {sorted(unknown)}")
+        for what, keys in (("defaults", self.defaults), ("notes", self.notes)):
+            unknown = set(keys) - {o.name for o in self.options}
+            if unknown:
+                raise TypeError(f"exporter {self.name!r}: {what} for options it does not take: {sorted(unknown)}")
 
     @property
     def option_names(self) -> Tuple[str, ...]:
@@ -220,6 +225,21 @@ def export_options() -> Dict[str, Tuple[Option, Tuple[str, ...]]]:
             decl, names = out.get(opt.name, (opt, ()))
             out[opt.name] = (decl, names + (exp.name,))
     return out
+
+
+def option_help(name: str) -> str:
+    """The ``--help`` text of option ``name``: its declaration's help, then what it means for each
+    format that takes it (formats with the same note grouped; formats without one listed as is):
+    ``int8 quantization (onnx, openvino: static, calibrated on --data; coreml: 8-bit weights only).``"""
+    decl, takers = export_options()[name]
+    table = exporters()
+    groups: Dict[str, List[str]] = {}
+    for fmt in takers:
+        groups.setdefault(table[fmt].notes.get(name, ""), []).append(fmt)
+    if list(groups) == [""]:
+        return f"{decl.help} (formats: {', '.join(takers)})."
+    parts = [f"{', '.join(fmts)}: {note}" if note else ", ".join(fmts) for note, fmts in groups.items()]
+    return f"{decl.help} ({'; '.join(parts)})."
 
 
 def resolve_options(exporter: Exporter, given: Mapping[str, Any]) -> Dict[str, Any]:

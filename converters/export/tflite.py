@@ -116,4 +116,5 @@ EXPORTER = Exporter(
     stages=_stages,
     check=_check,
     order=95,
+    notes={"int8": "static int8, activations calibrated on --data"},
 )

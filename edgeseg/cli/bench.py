@@ -43,6 +43,8 @@ def bench(models: Tuple[Path, ...], models_dir: Optional[Path], backends: Option
 
     Each model runs in its own process so its peak memory is its own. Checkpoints (.pt) run on
     the torch backend; with --convert they are also exported to each backend's format first.
+    fp32 and int8 (or fp16) models of one format are also put side by side: speed-up over the
+    fp32 model and, with --data, the mask and box mAP cost in points.
 
     \b
     Examples:
@@ -50,6 +52,7 @@ def bench(models: Tuple[Path, ...], models_dir: Optional[Path], backends: Option
       edgeseg bench --models-dir exports/ --backends onnxruntime,openvino --runs 50
       edgeseg bench --model yolov8n-seg.pt --convert --imgsz 320 --format json --out bench.json
       edgeseg bench --model yolov8n-seg.onnx --data coco128-seg.yaml
+      edgeseg bench -m n.onnx -m n_int8.onnx -m n_openvino_model -m n_int8_openvino_model --data coco8-seg.yaml
     """
     from ..eval.bench import BenchSettings, run_bench, to_json, to_markdown
     from ..io import atomic_write

@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 
 import click
 
-from ..converters.export.registry import Exporter, Option, export_options, exporters
+from ..converters.export.registry import Exporter, Option, export_options, exporters, option_help
 from .common import fail, parse_imgsz, translate_errors
 
 _EXAMPLE = "yolov8n-seg"
@@ -49,8 +49,8 @@ def format_table(table: "dict[str, Exporter]") -> str:
     return "\n".join(lines)
 
 
-def _format_option(opt: Option, formats: "tuple[str, ...]") -> Callable[[Any], Any]:
-    help_text = f"{opt.help} (formats: {', '.join(formats)})."
+def _format_option(opt: Option) -> Callable[[Any], Any]:
+    help_text = option_help(opt.name)
     if opt.type is bool:
         return click.option(opt.flag, opt.name, is_flag=True, default=False, help=help_text)
     kind = click.Path(path_type=Path) if opt.type is Path else opt.type
@@ -58,8 +58,8 @@ def _format_option(opt: Option, formats: "tuple[str, ...]") -> Callable[[Any], A
 
 
 def _with_format_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for opt, formats in reversed(list(export_options().values())):
-        func = _format_option(opt, formats)(func)
+    for opt, _ in reversed(list(export_options().values())):
+        func = _format_option(opt)(func)
     return func
 
 

@@ -19,6 +19,11 @@ milliseconds: ``preprocess`` (letterbox, normalise), ``inference`` (the backend 
 timed calls after ``warmup`` untimed ones. ``fps`` is ``1000 / median total`` (sequential; the
 live pipeline overlaps stages). With ``data`` the model is also validated (mask mAP50-95 and
 mAP50, box mAP50-95) through :mod:`edgeseg.eval.validate` when that module is present.
+
+Each result records the model's precision (:func:`model_precision`). When a format (on one backend)
+ran an fp32 model and fp16/int8 ones, :func:`precision_table` puts them side by side: speed-up of
+each over the fp32 model and its mAP cost in points (``bench --model n.onnx --model n_int8.onnx
+--model n_openvino_model --model n_int8_openvino_model --data D.yaml``).
 """
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ import numpy as np
 from ..errors import EdgesegError, InputError
 
 __all__ = ["BenchSettings", "BenchJob", "BenchResult", "BenchReport", "discover", "run_bench", "run_job",
-           "to_markdown", "to_json", "exports_for_backend", "STAGES"]
+           "to_markdown", "to_json", "exports_for_backend", "model_precision", "precision_table", "STAGES"]
 
 STAGES: Tuple[str, ...] = ("preprocess", "inference", "postprocess", "total")
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -102,6 +107,7 @@ class BenchResult:
     detections: Optional[int] = None
     metrics: Optional[Dict[str, float]] = None
     note: Optional[str] = None
+    precision: Optional[str] = None  #: fp32 | fp16 | int8 (see :func:`model_precision`)
 
 
 @dataclass
@@ -342,6 +348,23 @@ def _validate(rt: Any, data: str) -> Tuple[Optional[Dict[str, float]], Optional[
     return flat, None
 
 
+def model_precision(rt: Any) -> str:
+    """``fp32``, ``fp16`` or ``int8``: the model's ``quantization`` metadata (every edgeseg export
+    has it), else what the backend read from the file (``weights``: onnxruntime and LiteRT look at
+    the operators), else int8 when an input or output is quantized, else fp32."""
+    q = (rt.meta.quantization or "").lower()
+    if q in ("fp32", "fp16", "int8"):
+        return q
+    weights = str(rt.backend.describe().get("weights", "")).lower()
+    if weights.startswith("int8"):
+        return "int8"
+    if weights in ("float16", "fp16"):
+        return "fp16"
+    if any(s.quantized for s in list(rt.backend.inputs) + list(rt.backend.outputs)):
+        return "int8"
+    return "fp32"
+
+
 def run_job(job: BenchJob, settings: BenchSettings) -> BenchResult:
     """Time one job in this process (see :func:`run_bench` for isolation)."""
     from ..io import path_size
@@ -365,6 +388,7 @@ def run_job(job: BenchJob, settings: BenchSettings) -> BenchResult:
     try:
         res.load_s = time.perf_counter() - t0
         res.imgsz = list(rt.imgsz)
+        res.precision = model_precision(rt)
         for _ in range(settings.warmup):
             rt.predict_one(img)
         times: Dict[str, List[float]] = {s: [] for s in STAGES}
@@ -462,7 +486,70 @@ def run_bench(models: Sequence[str] = (), settings: Optional[BenchSettings] = No
 
 def to_json(report: BenchReport) -> str:
     return json.dumps({"system": report.system, "settings": report.settings,
-                       "results": [asdict(r) for r in report.results]}, indent=2)
+                       "results": [asdict(r) for r in report.results], "precisions": precision_table(report)},
+                      indent=2)
+
+
+def precision_table(report: BenchReport) -> List[Dict[str, Any]]:
+    """fp32 vs fp16/int8 per format: for each (model file format, backend) that ran an fp32 model and at least
+    one of another precision, one row per model of the group, fp32 first, with the speed-ups over the
+    fp32 model (median inference and total) and the mAP differences in points (with ``--data``).
+    Several fp32 models in a group: the first one is the reference."""
+    groups: Dict[Tuple[str, str], List[BenchResult]] = {}
+    for r in report.results:
+        if r.status == "ok" and r.precision:
+            groups.setdefault((_file_format(r), r.backend), []).append(r)
+    order = {"fp32": 0, "fp16": 1, "int8": 2}
+    rows: List[Dict[str, Any]] = []
+    for (fmt, backend), members in groups.items():
+        refs = [r for r in members if r.precision == "fp32"]
+        if not refs or all(r.precision == "fp32" for r in members):
+            continue
+        ref = refs[0]
+        for r in sorted(members, key=lambda r: (order.get(r.precision or "", 3), r is not ref)):
+            row: Dict[str, Any] = {"format": fmt, "backend": backend, "precision": r.precision, "model": r.model,
+                                   "reference": ref.model, "size_mb": (r.size_bytes or 0) / 1e6}
+            for stage in ("inference", "total"):
+                mine, base = r.latency_ms[stage]["median"], ref.latency_ms[stage]["median"]
+                row[f"{stage}_ms"] = mine
+                row[f"{stage}_speedup"] = base / mine if mine > 0 else None
+            for key, name in (("seg/mAP50-95", "mask_map"), ("box/mAP50-95", "box_map")):
+                mine_m, base_m = (r.metrics or {}).get(key), (ref.metrics or {}).get(key)
+                row[name] = mine_m
+                row[f"{name}_points"] = (None if mine_m is None or base_m is None
+                                         else round((mine_m - base_m) * 100, 2))
+            rows.append(row)
+    return rows
+
+
+def _file_format(r: BenchResult) -> str:
+    """The model file's own format (an ``.onnx`` run by OpenVINO is onnx): its suffix, or for an
+    export folder the format of the backend that opened it."""
+    suffix = Path(r.model).suffix.lower().lstrip(".")
+    return suffix if suffix and not Path(r.model).is_dir() else r.format
+
+
+def _precision_markdown(rows: List[Dict[str, Any]]) -> List[str]:
+    if not rows:
+        return []
+    lines = ["", "fp32 vs int8 per format (speed-up = fp32 median / this median, same run; mAP in points "
+             "against the group's fp32 model):", "",
+             "| format (backend) | precision | model | size MB | inference ms | speed-up | total ms | speed-up | "
+             "mask mAP50-95 | mask vs fp32 | box mAP50-95 | box vs fp32 |", "|" + "---|" * 12]
+
+    def pts(v: Optional[float]) -> str:
+        return "-" if v is None else f"{v:+.2f}"
+
+    def m(v: Optional[float]) -> str:
+        return "-" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+    for r in rows:
+        lines.append(
+            f"| {r['format']} ({r['backend']}) | {r['precision']} | {Path(r['model']).name} | {r['size_mb']:.1f} | "
+            f"{r['inference_ms']:.1f} | {_fmt(r['inference_speedup'], 2)}x | {r['total_ms']:.1f} | "
+            f"{_fmt(r['total_speedup'], 2)}x | {m(r['mask_map'])} | {pts(r['mask_map_points'])} | {m(r['box_map'])} | "
+            f"{pts(r['box_map_points'])} |")
+    return lines
 
 
 def _fmt(v: Optional[float], digits: int = 1) -> str:
@@ -518,6 +605,7 @@ def to_markdown(report: BenchReport) -> str:
             name = Path(r.model).name + ("" if r.origin == "file" else f" ({r.origin})")
             reason = (r.reason or "").replace("|", "\\|").replace("\n", " ")
             lines.append(f"| {name} | {r.backend} | {r.status} | {reason} |")
+    lines += _precision_markdown(precision_table(report))
     return "\n".join(lines) + "\n"
 
 

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-EXTRAS := onnx,tflite,openvino,ncnn,coreml,mqtt,convert,convert-tflite,dev
+EXTRAS := onnx,tflite,openvino,ncnn,coreml,mqtt,convert,convert-tflite,convert-paddle,dev
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 ASSETS := ../shared/assets
 # `make demo`: a light venv (runtime + ONNX Runtime only, no torch), the embedded default model on a generated clip.

@@ -1,0 +1,59 @@
+"""TensorFlow.js graph model: ``<name>_web_model/`` (``model.json``, ``group1-shard*of*.bin``,
+``metadata.yaml``), for ``@tensorflow/tfjs`` in a browser or Node.
+
+Made by the tensorflowjs converter (``convert_tf_saved_model``) from the SavedModel of
+:mod:`.saved_model` (converted in a temporary folder, or the ``<name>_saved_model/`` beside the
+target when edgeseg wrote it from the same checkpoint at the same size), float32 weights in 4 MB
+shards. Input ``images`` ``(1, H, W, 3)`` float32 RGB 0-1; ``model.predict`` returns
+``{output0, output1}`` by name (structured output names), ``output0`` ``(1, 4+nc+nm, A)`` with
+boxes in input pixels, ``output1`` protos NHWC. The metadata keys of every export are in
+``model.json``'s ``userDefinedMetadata`` (the format's own place; tfjs adds
+``structuredOutputKeys``) and in ``metadata.yaml`` (Ultralytics' place).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+from ._tf import TF_EXTRA, TF_REQUIRES, import_tfjs_converter, quiet_tf, saved_model_for, tf_meta
+from .registry import Exporter, ExportJob
+
+__all__ = ["EXPORTER", "export_tfjs", "SHARD_BYTES"]
+
+#: weight shard size (tensorflowjs' default)
+SHARD_BYTES = 4 * 1024 * 1024
+
+
+def export_tfjs(job: ExportJob) -> None:
+    """Write the TF.js graph model into the folder ``job.path``."""
+    meta = tf_meta(job.meta)
+    with saved_model_for(job) as saved_model:
+        with job.stage("tensorflowjs convert_tf_saved_model"):
+            conv = import_tfjs_converter()
+            # stdout: one "weight ... was auto converted to the type int32" line per int64 constant
+            with quiet_tf(), contextlib.redirect_stdout(io.StringIO()):
+                conv.convert_tf_saved_model(str(saved_model), str(job.path), signature_def="serving_default",
+                                            saved_model_tags="serve", use_structured_outputs_names=True,
+                                            weight_shard_size_bytes=SHARD_BYTES,
+                                            metadata=json.loads(json.dumps(meta, default=str)))
+    with job.stage("metadata"):
+        job.write_sidecar(job.path, meta)
+
+
+EXPORTER = Exporter(
+    name="tfjs",
+    title="TensorFlow.js",
+    suffix="_web_model",
+    description="TensorFlow.js graph model from the SavedModel (tensorflowjs converter)",
+    contents="model.json, group1-shard*.bin, metadata.yaml",
+    export=export_tfjs,
+    folder=True,
+    folder_files=("model.json", "group*-shard*of*.bin", "metadata.yaml"),
+    requires=TF_REQUIRES + ("tensorflowjs",),
+    extra=TF_EXTRA,
+    backend="",
+    bench=False,
+    stages=5,
+    order=102,
+)

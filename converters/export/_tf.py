@@ -32,12 +32,18 @@ from edgeseg.runtimes.tensorflow import METADATA_NODE, SIGNATURE
 from .onnx import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, torch_to_onnx
 from .registry import ExportJob
 
-__all__ = ["TF_REQUIRES", "TF_EXTRA", "SIGNATURE", "METADATA_NODE", "export_saved_model", "write_saved_model",
+__all__ = ["TF_REQUIRES", "TF_EXTRA", "TF_NO_DEPS", "TF_INSTALL", "SIGNATURE", "METADATA_NODE", "export_saved_model", "write_saved_model",
            "freeze", "reusable_saved_model", "import_tfjs_converter", "quiet_tf"]
 
 #: modules the TF exports need (checked before any work) and the extra that installs them
-TF_REQUIRES = ("tensorflow", "tf_keras", "onnx2tf", "onnx_graphsurgeon", "onnxslim")
+TF_REQUIRES = ("tensorflow", "tf_keras", "onnx2tf", "onnx_graphsurgeon", "sng4onnx", "psutil", "onnxslim")
 TF_EXTRA = "convert-tf"
+#: packages whose pinned requirements conflict with TensorFlow 2.21 / numpy 2 (onnx2tf 1.29 pins
+#: numpy 1.26, onnx 1.19, protobuf 4; tf-keras asks for the ``tensorflow`` wheel, not
+#: ``tensorflow-cpu``; tensorflowjs 4.22 pins TensorFlow 2.19 through TF-DF): installed without
+#: their dependencies, after the extra
+TF_NO_DEPS = "tf-keras==2.21.0 onnx2tf==1.29.24 tensorflowjs==4.22.0"
+TF_INSTALL = f"pip install 'edgeseg[{TF_EXTRA}]' && pip install --no-deps {TF_NO_DEPS}"
 #: the sample file onnx2tf reads from the working directory instead of downloading it
 _ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 

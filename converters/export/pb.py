@@ -11,7 +11,7 @@ metadata for ``.pb``; its loader looks for a ``*_saved_model/metadata.yaml`` bes
 """
 from __future__ import annotations
 
-from ._tf import TF_EXTRA, TF_REQUIRES, freeze, saved_model_for, tf_meta
+from ._tf import TF_EXTRA, TF_INSTALL, TF_REQUIRES, freeze, saved_model_for, tf_meta
 from .registry import Exporter, ExportJob
 
 __all__ = ["EXPORTER", "export_pb"]
@@ -35,6 +35,7 @@ EXPORTER = Exporter(
     export=export_pb,
     requires=TF_REQUIRES,
     extra=TF_EXTRA,
+    install=TF_INSTALL,
     backend="tensorflow",
     bench=False,
     stages=5,

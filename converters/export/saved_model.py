@@ -9,7 +9,7 @@ the SavedModel's tracked asset (``assets/metadata.yaml``), which the ``tensorflo
 """
 from __future__ import annotations
 
-from ._tf import TF_EXTRA, TF_REQUIRES, export_saved_model
+from ._tf import TF_EXTRA, TF_INSTALL, TF_REQUIRES, export_saved_model
 from .registry import Exporter, ExportJob
 
 __all__ = ["EXPORTER", "export_saved_model_folder"]
@@ -31,6 +31,7 @@ EXPORTER = Exporter(
     folder_files=("saved_model.pb", "variables", "assets", "fingerprint.pb", "metadata.yaml"),
     requires=TF_REQUIRES,
     extra=TF_EXTRA,
+    install=TF_INSTALL,
     backend="tensorflow",
     stages=3,
     order=100,

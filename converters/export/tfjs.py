@@ -16,7 +16,7 @@ import contextlib
 import io
 import json
 
-from ._tf import TF_EXTRA, TF_REQUIRES, import_tfjs_converter, quiet_tf, saved_model_for, tf_meta
+from ._tf import TF_EXTRA, TF_INSTALL, TF_REQUIRES, import_tfjs_converter, quiet_tf, saved_model_for, tf_meta
 from .registry import Exporter, ExportJob
 
 __all__ = ["EXPORTER", "export_tfjs", "SHARD_BYTES"]
@@ -52,6 +52,7 @@ EXPORTER = Exporter(
     folder_files=("model.json", "group*-shard*of*.bin", "metadata.yaml"),
     requires=TF_REQUIRES + ("tensorflowjs",),
     extra=TF_EXTRA,
+    install=TF_INSTALL,
     backend="",
     bench=False,
     stages=5,

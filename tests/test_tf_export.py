@@ -169,6 +169,18 @@ def test_missing_tf_toolchain_names_the_pip_lines(tmp_path):
     assert "Traceback" not in text and not (tmp_path / "x_saved_model").exists()
 
 
+def test_convert_help_and_the_backend_registry_import_no_tf_toolchain():
+    code = ("import sys\n"
+            "from click.testing import CliRunner\n"
+            "from edgeseg.cli import main\n"
+            "import edgeseg.backend; edgeseg.backend.backend_classes()\n"
+            "r = CliRunner().invoke(main, ['convert', '--help'])\n"
+            "assert 'saved_model' in r.output and 'tfjs' in r.output, r.output\n"
+            "print([m for m in ('tensorflow', 'tf_keras', 'onnx2tf', 'tensorflowjs', 'torch') if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=str(ROOT))
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
 def test_makefile_installs_the_no_deps_packages():
     from edgeseg.converters.export._tf import TF_NO_DEPS
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import math
 from math import gcd
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -55,9 +55,10 @@ class Axis:
     def support(self, d0: int, d1: int) -> Tuple[int, int]:
         """Inclusive source range (within the kept range) that destination pixels d0..d1 sample."""
         a, b = self.affine()
-        s0 = math.floor(a * d0 + b)
-        s1 = math.floor(a * d1 + b) + 1
-        return max(s0, self.lo), min(s1, self.lo + self.k - 1)
+        # positions before the kept range clamp to its first pixel, whose second tap is the next one
+        s0 = max(math.floor(a * d0 + b), self.lo)
+        s1 = max(math.floor(a * d1 + b), self.lo) + 1
+        return s0, min(s1, self.lo + self.k - 1)
 
     def reach(self, s0: int, s1: int) -> Tuple[int, int]:
         """Destination pixels whose bilinear sample can touch source pixels s0..s1."""
@@ -162,19 +163,32 @@ def _crop_pixels(b0: float, b1: float, lo: int, hi: int) -> Tuple[int, int]:
     return max(math.ceil(b0), lo), min(math.ceil(b1) - 1, hi)
 
 
-def _logits(protos: np.ndarray, nhwc: bool, coef: np.ndarray, win: Window,
-            spec: Optional[TensorSpec] = None) -> np.ndarray:
-    """coef @ protos over an inclusive proto window -> (h, w) float32 (int8 protos are
-    dequantized inside the window only, to the same values a whole-tensor dequantize gives)."""
-    x0, x1, y0, y1 = win
-    if nhwc:
-        w = protos[y0: y1 + 1, x0: x1 + 1, :]
-        return (dequantize(w, spec) if spec is not None else w) @ coef
-    w = protos[:, y0: y1 + 1, x0: x1 + 1]
-    if spec is not None:
-        w = dequantize(w, spec)
-    nm, h, ww = w.shape
-    return (coef @ w.reshape(nm, h * ww)).reshape(h, ww)
+class _Protos:
+    """Prototypes as float32 over the windows the detections of one frame need. Int8 prototypes
+    are dequantized once, over the union of those windows (boxes of one frame overlap: a
+    per-window dequantize converted the same values again for each box), to the same values a
+    whole-tensor dequantize gives."""
+
+    def __init__(self, protos: np.ndarray, nhwc: bool, windows: Sequence[Window],
+                 spec: Optional[TensorSpec] = None) -> None:
+        self.nhwc = nhwc
+        self.ox = self.oy = 0
+        if spec is None or not windows:
+            self.values = protos
+            return
+        x0, y0 = min(w[0] for w in windows), min(w[2] for w in windows)
+        x1, y1 = max(w[1] for w in windows), max(w[3] for w in windows)
+        window = protos[y0: y1 + 1, x0: x1 + 1, :] if nhwc else protos[:, y0: y1 + 1, x0: x1 + 1]
+        self.values, self.ox, self.oy = dequantize(window, spec), x0, y0
+
+    def logits(self, coef: np.ndarray, win: Window) -> np.ndarray:
+        """coef @ protos over an inclusive proto window -> (h, w) float32."""
+        x0, x1, y0, y1 = win[0] - self.ox, win[1] - self.ox, win[2] - self.oy, win[3] - self.oy
+        if self.nhwc:
+            return self.values[y0: y1 + 1, x0: x1 + 1, :] @ coef
+        w = self.values[:, y0: y1 + 1, x0: x1 + 1]
+        nm, h, ww = w.shape
+        return (coef @ w.reshape(nm, h * ww)).reshape(h, ww)
 
 
 def _image_axes(frame_hw: Tuple[int, int], pad: Tuple[int, int], orig_hw: Tuple[int, int]) -> Tuple[Axis, Axis]:
@@ -186,14 +200,16 @@ def _image_axes(frame_hw: Tuple[int, int], pad: Tuple[int, int], orig_hw: Tuple[
     return Axis(max(fw - 2 * left, 1), orig_hw[1], left), Axis(max(fh - 2 * top, 1), orig_hw[0], top)
 
 
-def _pasted(binary: np.ndarray, region: Window, win: Window, dtype: Any = np.float32) -> np.ndarray:
-    """A binary mask known on ``region`` (zero elsewhere) over window ``win``, as ``dtype``."""
+def _pasted_above(values: np.ndarray, region: Window, win: Window, dtype: Any = np.float32) -> np.ndarray:
+    """The binary mask ``values > 0`` known on ``region`` (zero elsewhere) over window ``win``, as
+    ``dtype`` (thresholded straight into the window: no boolean intermediate)."""
     rx0, rx1, ry0, ry1 = region
     x0, x1, y0, y1 = win
     out = np.zeros((y1 - y0 + 1, x1 - x0 + 1), dtype)
     ix0, ix1, iy0, iy1 = max(x0, rx0), min(x1, rx1), max(y0, ry0), min(y1, ry1)
     if ix0 <= ix1 and iy0 <= iy1:
-        out[iy0 - y0: iy1 - y0 + 1, ix0 - x0: ix1 - x0 + 1] = binary[iy0 - ry0: iy1 - ry0 + 1, ix0 - rx0: ix1 - rx0 + 1]
+        np.greater(values[iy0 - ry0: iy1 - ry0 + 1, ix0 - rx0: ix1 - rx0 + 1], 0,
+                   out=out[iy0 - y0: iy1 - y0 + 1, ix0 - x0: ix1 - x0 + 1])
     return out
 
 
@@ -227,21 +243,28 @@ def process_masks(protos: np.ndarray, nhwc: bool, coefs: np.ndarray, input_boxes
         f = _native_upsample((mh, mw), (H, W))
         pre = _Resize(Axis(mw, f * mw), Axis(mh, f * mh)) if f > 1 else None
         to_src = _Resize(*_letterbox_axes((f * mh, f * mw), (H, W)))
+        jobs = []  # (k, region, source-frame window, finish, proto window, finish)
         for k, (x1b, y1b, x2b, y2b) in enumerate(src_boxes.tolist()):
             (x0, x1), (y0, y1) = _crop_pixels(x1b, x2b, 0, W - 1), _crop_pixels(y1b, y2b, 0, H - 1)
             if x1 < x0 or y1 < y0:
-                crops.append(empty)
-                offsets.append((0, 0))
+                jobs.append(None)
                 continue
             region = (x0, x1, y0, y1)
             win, finish = to_src.plan(region)
-            if pre is None:
-                vals = _logits(protos, nhwc, coefs[k], win, spec)
-            else:
-                pwin, pfinish = pre.plan(win)
-                vals = pre.apply(_logits(protos, nhwc, coefs[k], pwin, spec), win, pwin, pfinish)
+            pwin, pfinish = pre.plan(win) if pre is not None else (win, None)
+            jobs.append((k, region, win, finish, pwin, pfinish))
+        source = _Protos(protos, nhwc, [j[4] for j in jobs if j is not None], spec)
+        for job in jobs:
+            if job is None:
+                crops.append(empty)
+                offsets.append((0, 0))
+                continue
+            k, region, win, finish, pwin, pfinish = job
+            vals = source.logits(coefs[k], pwin)
+            if pre is not None:
+                vals = pre.apply(vals, win, pwin, pfinish)
             crops.append(to_src.apply(vals, region, win, finish) > 0)
-            offsets.append((x0, y0))
+            offsets.append((region[0], region[2]))
         return Masks(crops, np.array(offsets, np.int32).reshape(-1, 2), (H, W), validate=False)
 
     up = _Resize(Axis(mw, iw), Axis(mh, ih))  # protos -> input frame
@@ -253,18 +276,26 @@ def process_masks(protos: np.ndarray, nhwc: bool, coefs: np.ndarray, input_boxes
     down = _Resize(sx, sy)
     # input pixels that scale_masks keeps: the un-padded image area
     kx0, kx1, ky0, ky1 = sx.lo, sx.lo + sx.k - 1, sy.lo, sy.lo + sy.k - 1
+    jobs = []  # (k, input-frame region, proto window, finish)
     for k, (x1b, y1b, x2b, y2b) in enumerate(input_boxes.tolist()):
         (x0, x1), (y0, y1) = _crop_pixels(x1b, x2b, kx0, kx1), _crop_pixels(y1b, y2b, ky0, ky1)
         if x1 < x0 or y1 < y0:
+            jobs.append(None)
+            continue
+        region = (x0, x1, y0, y1)
+        jobs.append((k, region, *up.plan(region)))
+    source = _Protos(protos, nhwc, [j[2] for j in jobs if j is not None], spec)
+    for job in jobs:
+        if job is None:
             crops.append(empty)
             offsets.append((0, 0))
             continue
-        region = (x0, x1, y0, y1)
-        win, finish = up.plan(region)
-        binary = up.apply(_logits(protos, nhwc, coefs[k], win, spec), region, win, finish) > 0
+        k, region, win, finish = job
+        logits = up.apply(source.logits(coefs[k], win), region, win, finish)
+        x0, x1, y0, y1 = region
         (dx0, dx1), (dy0, dy1) = sx.reach(x0, x1), sy.reach(y0, y1)
         dst = (dx0, dx1, dy0, dy1)
         win2, finish2 = down.plan(dst)
-        crops.append(down.apply(_pasted(binary, region, win2, dtype), dst, win2, finish2) > cut)
+        crops.append(down.apply(_pasted_above(logits, region, win2, dtype), dst, win2, finish2) > cut)
         offsets.append((dx0, dy0))
     return Masks(crops, np.array(offsets, np.int32).reshape(-1, 2), (H, W), validate=False)

@@ -98,3 +98,24 @@ def test_boxes_use_the_resize_of_each_axis(orig, size):
     (left, top), (rh, rw) = lb.pad, lb.resized
     box = np.array([[left + rw / 2, top + rh / 2, left + rw, top + rh]], np.float32)
     np.testing.assert_allclose(lb.to_source(box)[0], [orig[1] / 2, orig[0] / 2, orig[1], orig[0]], atol=1e-3)
+
+
+@pytest.mark.parametrize("retina", [False, True], ids=["default", "retina"])
+@pytest.mark.parametrize("orig, size", SHAPES + [((333, 517), 640)])
+def test_masks_of_thin_boxes_on_each_image_edge(orig, size, retina):
+    """A box one source pixel high (or wide) along each edge of the image. Before the fix, a
+    retina mask of a box on the top row of a 333x517 photo raised IndexError: the window of
+    prototype rows stopped at the first row while the bilinear taps read the second (weight 0)."""
+    lb, protos, coefs, _, _ = _case(orig, size, 0)
+    H, W = orig
+    src = np.array([[-2, -2, W + 2, 0.6], [-2, H - 0.6, W + 2, H + 2], [-2, -2, 0.6, H + 2], [W - 0.6, -2, W + 2, H + 2],
+                    [-1, -1, W * 0.3, H * 0.3], [W * 0.7, H * 0.7, W + 1, H + 1]], np.float32)
+    (gx, gy), (left, top) = lb.gains, lb.pad
+    in_boxes = src * np.array([gx, gy, gx, gy], np.float32) + np.array([left, top, left, top], np.float32)
+    coefs = np.abs(coefs[: len(src)])  # positive logits: every mask has pixels to compare
+    src_boxes = lb.to_source(in_boxes.copy())
+    ref = _reference(protos, coefs, in_boxes, src_boxes, lb.input_shape, orig, retina)
+    ours = process_masks(protos, False, coefs, in_boxes, src_boxes, lb, retina=retina)
+    for k in range(len(src)):
+        diff = int((ours.mask(k) ^ ref[k]).sum())
+        assert diff == 0, f"{orig} at {size}, edge box {k}: {diff} pixels differ"

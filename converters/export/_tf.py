@@ -82,7 +82,8 @@ def onnx_to_keras(job: ExportJob, tmp: Path) -> Any:
         torch_to_onnx(job.net, job.im, onnx_path, opset=DEFAULT_OPSET)
         onnx.save(onnxslim.slim(onnx.load(str(onnx_path))), str(onnx_path))
     with job.stage("onnx2tf (ONNX -> tf_keras, NHWC)"):
-        import onnx2tf
+        with quiet_tf():  # before TensorFlow loads: its C++ log level is read once
+            import onnx2tf
 
         rng = np.random.default_rng(0)
         np.save(tmp / _ONNX2TF_SAMPLE, rng.random((20, 128, 128, 3), dtype=np.float32))
@@ -108,9 +109,10 @@ def write_saved_model(model: Any, folder: Path, imgsz: Tuple[int, int], meta: Ma
     """Save ``model`` (the onnx2tf keras model) as a SavedModel in ``folder`` with the named
     ``serving_default`` signature, ``metadata.yaml`` at the top (Ultralytics' place) and the same
     file as the SavedModel's asset (``assets/metadata.yaml``, tracked by the object graph)."""
-    import tensorflow as tf
     import yaml
 
+    with quiet_tf():
+        import tensorflow as tf
     index = _outputs_by_name(model)
     sidecar = folder / "metadata.yaml"
     sidecar.write_text(yaml.safe_dump(dict(meta), sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -146,10 +148,10 @@ def freeze(saved_model: Path, meta: Mapping[str, Any]) -> bytes:
     into constants (``convert_variables_to_constants_v2``), the input placeholder named ``images``,
     an ``Identity`` per output named ``output0`` / ``output1``, and the metadata as JSON in the
     string Const node :data:`METADATA_NODE` (a frozen graph has no other place for it)."""
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
     with quiet_tf():
+        import tensorflow as tf
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
         loaded = tf.saved_model.load(str(saved_model))
         fn = loaded.signatures[SIGNATURE]
         frozen = convert_variables_to_constants_v2(fn)
@@ -235,7 +237,8 @@ def import_tfjs_converter() -> Any:
             sys.modules[name] = types.ModuleType(name)
             stand_ins.append(name)
     try:
-        from tensorflowjs.converters import tf_saved_model_conversion_v2 as conv
+        with quiet_tf():
+            from tensorflowjs.converters import tf_saved_model_conversion_v2 as conv
     finally:
         for name in stand_ins:
             sys.modules.pop(name, None)

@@ -181,6 +181,25 @@ def test_convert_help_and_the_backend_registry_import_no_tf_toolchain():
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
 
 
+@pytest.mark.parametrize("change, reused", [({}, True), ({"source_sha256": "0" * 64}, False),
+                                             ({"imgsz": [320, 320]}, False), ({"quantization": "fp16"}, False)])
+def test_pb_and_tfjs_reuse_only_a_saved_model_of_the_same_checkpoint_and_size(tmp_path, change, reused):
+    import types
+
+    import yaml
+
+    from edgeseg.converters.export._tf import reusable_saved_model
+
+    meta = {"source_sha256": "ab" * 32, "imgsz": [640, 640], "edgeseg_version": "0.1.0", "names": {0: "person"},
+            "quantization": "fp32"}
+    folder = tmp_path / "m_saved_model"
+    (folder / "assets").mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(b"x")
+    (folder / "assets" / "metadata.yaml").write_text(yaml.safe_dump(dict(meta, **change)))
+    job = types.SimpleNamespace(target=tmp_path / "m.pb", name="m", meta=meta)
+    assert reusable_saved_model(job) == (folder if reused else None)
+
+
 def test_makefile_installs_the_no_deps_packages():
     from edgeseg.converters.export._tf import TF_NO_DEPS
 

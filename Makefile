@@ -3,7 +3,12 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-EXTRAS := onnx,tflite,openvino,ncnn,coreml,mqtt,convert,convert-tflite,convert-paddle,dev
+EXTRAS := onnx,tflite,openvino,ncnn,coreml,mqtt,convert,convert-tflite,convert-tf,convert-paddle,dev
+# [convert-tf]'s packages whose pins conflict with TensorFlow 2.21 / numpy 2 (see pyproject.toml)
+NO_DEPS := tf-keras==2.21.0 onnx2tf==1.29.24 tensorflowjs==4.22.0
+# @tensorflow/tfjs for the TF.js test in headless Chromium (npm cache outside the repo)
+TFJS_DIR ?= $(HOME)/.cache/edgeseg-tfjs
+TFJS_VERSION := 4.22.0
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 ASSETS := ../shared/assets
 # `make demo`: a light venv (runtime + ONNX Runtime only, no torch), the embedded default model on a generated clip.
@@ -16,7 +21,7 @@ DEMO_SOURCE ?= $(DEMO_DIR)/clip/video.mp4
 # system packages the live-pipeline tests use (real browser and MQTT broker)
 APT_PACKAGES := chromium mosquitto
 
-.PHONY: install sysdeps test demo bench clean
+.PHONY: install sysdeps tfjs test demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +29,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q --no-deps $(NO_DEPS)
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -42,8 +48,16 @@ sysdeps:
 	    || echo "WARNING: could not install$$missing; the tests that need them will be skipped with a reason"; \
 	fi
 
-test: install sysdeps
-	$(PY) -m pytest -q
+# @tensorflow/tfjs from the npm registry (the TF.js test skips with a reason without node/npm)
+tfjs:
+	@if command -v npm >/dev/null 2>&1; then \
+	  [ -f $(TFJS_DIR)/node_modules/@tensorflow/tfjs/dist/tf.min.js ] || \
+	  npm install -s --no-audit --no-fund --prefix $(TFJS_DIR) @tensorflow/tfjs@$(TFJS_VERSION) \
+	  || echo "WARNING: npm could not install @tensorflow/tfjs; the TF.js test will be skipped with a reason"; \
+	else echo "WARNING: npm not found; the TF.js test will be skipped with a reason"; fi
+
+test: install sysdeps tfjs
+	EDGESEG_TFJS_DIR=$(TFJS_DIR) $(PY) -m pytest -q
 
 $(DEMO_VENV)/bin/python:
 	$(PYTHON) -m venv $(DEMO_VENV)

@@ -14,7 +14,7 @@ from edgeseg.cli import main
 from edgeseg.tools.doctor import EDGETPU_LIBRARY, _edgetpu, collect, format_report, list_cameras, opencv_build_facts
 
 REPO = Path(__file__).resolve().parents[1]
-VENDORS = ["onnxruntime", "openvino", "ncnn", "ai_edge_litert", "tflite_runtime", "coremltools", "torch", "paddle", "cv2", "tensorrt"]
+VENDORS = ["onnxruntime", "openvino", "ncnn", "ai_edge_litert", "tflite_runtime", "coremltools", "torch", "paddle", "tensorflow", "cv2", "tensorrt"]
 
 
 def fixture_root(tmp: Path) -> Path:

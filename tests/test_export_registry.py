@@ -190,7 +190,7 @@ def test_every_runtimes_module_is_a_discovered_backend(tmp_path: Path) -> None:
 
     files = sorted(p.stem for p in (ROOT / "runtimes").glob("*.py") if not p.name.startswith("_"))
     assert backend_modules() == [f"edgeseg.runtimes.{f}" for f in files]
-    assert set(backend_classes()) == {"onnxruntime", "litert", "openvino", "ncnn", "coreml", "torch", "tensorrt", "paddle"}
+    assert set(backend_classes()) == {"onnxruntime", "litert", "openvino", "ncnn", "coreml", "torch", "tensorrt", "paddle", "tensorflow"}
     # a new backend is one file in runtimes/: drop one on the package's search path
     (tmp_path / "toyrt.py").write_text(textwrap.dedent('''
         from edgeseg.backend import Backend, register

@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ["torch", "tensorflow", "onnxruntime", "ai_edge_litert", "tflite_runtime", "openvino", "ncnn",
+HEAVY = ["torch", "tensorflow", "tf_keras", "onnx2tf", "tensorflowjs", "onnxruntime", "ai_edge_litert", "tflite_runtime", "openvino", "ncnn",
          "coremltools", "ultralytics", "onnx", "edgeseg.converters"]
 
 

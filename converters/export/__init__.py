@@ -108,7 +108,7 @@ def export(
     opts = resolve_options(exporter, {"half": half, "dynamic": dynamic, "opset": opset, "simplify": simplify,
                                       **options})
     for module in exporter.requires:
-        require(module, f"{exporter.title} export", exporter.extra)
+        require(module, f"{exporter.title} export", exporter.extra, exporter.install)
     fmt = exporter.name
 
     from tqdm import tqdm

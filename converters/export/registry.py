@@ -133,6 +133,9 @@ class Exporter:
     defaults: Mapping[str, Any] = field(default_factory=dict)  #: option values when not given
     requires: Tuple[str, ...] = ()  #: importable modules the export needs (checked before any work)
     extra: str = "convert"  #: pip extra that installs them
+    #: the install line shown when a required module is missing, when ``pip install 'edgeseg[<extra>]'``
+    #: alone is not enough (packages whose pins need ``--no-deps``); default: that line
+    install: str = ""
     backend: str = ""  #: the edgeseg backend that runs the artifact
     bench: bool = True  #: ``edgeseg bench --convert`` makes this format for :attr:`backend`
     #: precisions it makes; default: fp32, plus fp16 when it takes ``half``, int8 with ``int8``
@@ -264,11 +267,12 @@ def resolve_options(exporter: Exporter, given: Mapping[str, Any]) -> Dict[str, A
     return out
 
 
-def require(module: str, what: str, extra: str = "convert") -> None:
-    """Raise ConversionError naming the pip extra when ``module`` cannot be imported (asked of
-    :func:`edgeseg.backend.module_available`, nothing is imported)."""
+def require(module: str, what: str, extra: str = "convert", install: str = "") -> None:
+    """Raise ConversionError naming the pip extra (or the ``install`` line) when ``module`` cannot be
+    imported (asked of :func:`edgeseg.backend.module_available`, nothing is imported)."""
     from edgeseg.backend import module_available
 
     if not module_available(module):
+        line = install or f"pip install 'edgeseg[{extra}]'"
         raise ConversionError(f"{what} needs the Python package {module.split('.')[0]!r}, which is not installed; "
-                              f"install it with: pip install 'edgeseg[{extra}]'")
+                              f"install it with: {line}")

@@ -119,16 +119,28 @@ class Backend:
 
     @classmethod
     def vendor_version(cls) -> str:
-        """Import the vendor module and return its version; raises ImportError if missing."""
-        last: Optional[BaseException] = None
+        """The vendor module's version, imported in a child process (vendor libraries that cannot
+        share a process, e.g. PaddlePaddle after TensorFlow, or one that crashes on import, must
+        not take the caller down); raises ImportError with the real reason if none imports."""
+        import subprocess
+        import sys
+
+        code = "import importlib, sys; m = importlib.import_module(sys.argv[1]); print(getattr(m, '__version__', 'unknown'))"
+        reasons = []
         for mod in cls.requires:
             try:
-                m = importlib.import_module(mod)
-            except Exception as exc:  # keep the real reason, never swallow it
-                last = exc
+                r = subprocess.run([sys.executable, "-c", code, mod], capture_output=True, text=True, timeout=300)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                reasons.append(f"{mod}: {exc}")
                 continue
-            return str(getattr(m, "__version__", "unknown"))
-        raise ImportError(f"none of {', '.join(cls.requires)} could be imported: {last}") from last
+            if r.returncode == 0:
+                return (r.stdout.strip().splitlines() or ["unknown"])[-1]
+            if r.returncode < 0:
+                reasons.append(f"importing {mod} crashed the process (signal {-r.returncode})")
+            else:
+                err = [line for line in r.stderr.strip().splitlines() if line.strip()]
+                reasons.append(err[-1] if err else f"{mod}: exit status {r.returncode}")
+        raise ImportError(f"none of {', '.join(cls.requires)} could be imported: {'; '.join(reasons)}")
 
     @classmethod
     def unavailable(cls) -> BackendUnavailableError:

@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from edgeseg.backend import Backend, TensorSpec, ensure_file, register
-from edgeseg.errors import InputError, ModelLoadError
+from edgeseg.errors import BackendUnavailableError, InputError, ModelLoadError
 
 __all__ = ["PaddleBackend", "find_model"]
 
@@ -136,6 +136,7 @@ class PaddleBackend(Backend):
         ensure_file(self.params, ["Paddle weights (.pdiparams)"])
         if self.params.stat().st_size == 0:
             raise ModelLoadError(f"{self.params}: file is empty (expected the model's Paddle weights)")
+        _check_process()
         try:
             import paddle
             import paddle.inference as pi
@@ -205,3 +206,15 @@ def _first_line(exc: BaseException) -> str:
     """Paddle's message without its C++ hint lines and source locations."""
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip() and not ln.strip().startswith("[Hint")]
     return ("; ".join(lines[:2]) if lines else type(exc).__name__)[:300]
+
+
+def _check_process() -> None:
+    """PaddlePaddle 3.3 kills the process (SIGSEGV) when it is first imported after TensorFlow 2.21
+    (the reverse order works): refuse instead of crashing when TensorFlow is already loaded."""
+    import sys
+
+    if "paddle" not in sys.modules and "tensorflow" in sys.modules:
+        raise BackendUnavailableError(
+            "the paddle backend cannot start in this process: TensorFlow is already imported here, and importing "
+            "PaddlePaddle after TensorFlow crashes the process (segmentation fault); run Paddle models in a "
+            "process that has not imported TensorFlow (or import paddle first)")

@@ -147,3 +147,19 @@ def test_cli(tmp_path: Path) -> None:
     assert "Backends" in res.output and "/dev/video0" in res.output
     res = runner.invoke(main, ["doctor", "--help"])
     assert res.exit_code == 0 and "edgeseg doctor --json" in res.output
+
+
+def test_vendor_versions_are_probed_in_a_child_process() -> None:
+    """doctor imports every vendor to report its version; PaddlePaddle imported after TensorFlow
+    (which coremltools imports when present) crashed the whole process. Probing each vendor in a
+    child process keeps this process clean and turns a crash into a reason."""
+    import sys as _sys
+
+    from edgeseg.backend import backend_classes
+
+    before = set(_sys.modules)
+    for cls in backend_classes().values():
+        if cls.installed():
+            cls.vendor_version()
+    leaked = {m.split(".")[0] for m in set(_sys.modules) - before} & {"paddle", "tensorflow", "torch", "openvino", "coremltools"}
+    assert not leaked, leaked

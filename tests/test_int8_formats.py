@@ -107,13 +107,17 @@ def test_onnx_int8_is_qdq_per_channel_with_a_float_decode_tail(onnx_int8):
     consumers = {i: n for n in g.node for i in n.input}
     assert consumers[softmax.output[0]].op_type != "QuantizeLinear"
     assert producer["boxes"].op_type != "DequantizeLinear"  # boxes come out of the float decode
+    # activations are uint8 (U8S8: onnxruntime's fast x86 path; int8 activations ran at 0.69x fp32)
+    q_zero = [inits[n.input[2]] for n in g.node if n.op_type == "QuantizeLinear" and n.input[2] in inits]
+    act_zero = [z for z in q_zero if z.name not in {d.input[2] for d in dq if len(d.input) > 2}]
+    assert act_zero and all(z.data_type == onnx.TensorProto.UINT8 for z in act_zero)
 
 
 def test_onnx_int8_metadata_and_report(onnx_int8):
     meta = _onnx_meta(onnx_int8)
     _check_report(meta)
     assert meta["names"][0] == "person" and meta["imgsz"] == [IMGSZ, IMGSZ]
-    assert meta["int8"]["format"] == "QDQ"
+    assert meta["int8"]["format"] == "QDQ" and meta["int8"]["activations"] == "8 (uint8)"
 
 
 def test_onnx_int8_runs_through_runtime(onnx_int8):

@@ -204,3 +204,14 @@ def test_paddle_is_imported_by_nothing_light():
     for name, deps in extras.items():
         if name not in ("paddle", "convert-paddle"):
             assert not [d for d in deps if d.startswith(("paddle", "x2paddle"))], name
+
+
+def test_paddle_after_tensorflow_is_refused_not_a_crash(paddle_model):
+    """Importing PaddlePaddle 3.3 after TensorFlow 2.21 kills the process with SIGSEGV (the suite's
+    doctor test died this way once both toolchains were installed): the backend refuses first."""
+    pytest.importorskip("tensorflow", reason="TensorFlow not installed ([convert-tf])")
+    code = ("import sys, tensorflow\nfrom edgeseg import Runtime\nfrom edgeseg.errors import BackendUnavailableError\n"
+            "try:\n    Runtime(sys.argv[1])\nexcept BackendUnavailableError as e:\n    print('refused:', e)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(paddle_model)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "refused:" in r.stdout and "TensorFlow is already imported" in r.stdout

@@ -130,3 +130,18 @@ def test_cli_errors_are_clean(tmp_path):
     assert r.exit_code == 2 and "--images" in r.output
     r = CliRunner().invoke(main, ["verify", str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx"), "--images", str(tmp_path)])
     assert r.exit_code == 1 and "Traceback" not in r.output
+
+
+def test_cli_help_states_the_limits_verify_applies():
+    """The help said int8 boxes may be off by 8 px while verify allowed 4 px (or 5% of the box)."""
+    from click.testing import CliRunner
+
+    from edgeseg.cli import main
+    from edgeseg.eval.verify import THRESHOLDS
+
+    text = " ".join(CliRunner().invoke(main, ["verify", "--help"]).output.split())
+    for name, t in THRESHOLDS.items():
+        line = f"{name}: box <= {t.box_px:g} px"
+        line += f" or {t.box_rel:.0%} of the box" if t.box_rel else ""
+        assert f"{line}, score <= " in text, (name, text)
+        assert f"mask IoU >= {t.mask_iou:g}" in text

@@ -70,7 +70,7 @@ def _onnx_job(job: ExportJob, path: Path) -> ExportJob:
 
     o = job.options
     options = dict(half=o["half"], dynamic=False, opset=DEFAULT_OPSET, simplify=False, int8=o["int8"], data=o["data"],
-                   calib_images=o["calib_images"], val_data=o["val_data"])
+                   calib_images=o["calib_images"], val_data=o["val_data"], int8_activations="int8")
     return replace(job, options=options, path=path, target=path)
 
 

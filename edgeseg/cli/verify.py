@@ -36,7 +36,7 @@ def verify(reference: Path, candidate: Path, images: Tuple[Path, ...], conf: flo
     \b
       fp32: box <= 1 px, score <= 0.005, mask IoU >= 0.99
       fp16: box <= 2 px, score <= 0.02,  mask IoU >= 0.97
-      int8: box <= 8 px, score <= 0.10,  mask IoU >= 0.85
+      int8: box <= 4 px or 5% of the box, score <= 0.10, mask IoU >= 0.85
 
     Exit code 0 when every image passes, 1 otherwise.
 

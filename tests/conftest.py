@@ -9,6 +9,17 @@ import pytest
 
 from _assets import ASSETS
 
+# PaddlePaddle 3.3 crashes the process when it is first imported after TensorFlow 2.21 (coremltools
+# imports TensorFlow when it is installed); the paddle backend refuses in that order, so the suite,
+# which runs both in one process, imports paddle first when it is installed
+try:
+    import importlib.util as _util
+
+    if _util.find_spec("paddle") is not None and _util.find_spec("tensorflow") is not None:
+        import paddle  # noqa: F401
+except Exception:  # a broken paddle install: its own tests report it
+    pass
+
 ONE_REASON = (f"needs third-party test files from {ASSETS} (Ultralytics weights, COCO images and reference "
               "detections), which is not beside this checkout")
 

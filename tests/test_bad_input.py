@@ -88,7 +88,8 @@ def test_missing_backend_package_names_the_extra(tmp_path, monkeypatch):
     ({"classes": ["person"]}, "classes must be a list of integer class ids"),
     ({"imgsz": 320.5}, "imgsz must be an int"),
     ({"imgsz": 640}, "fixed 320x320 input"),
-    ({"backend": "tensorrt"}, "unknown backend 'tensorrt'"),
+    ({"backend": "tflite-gpu"}, "unknown backend 'tflite-gpu'"),
+    ({"backend": "tensorrt"}, "backend 'tensorrt' opens .engine models"),
     ({"backend": "litert"}, "backend 'litert' opens .tflite models"),
     ({"nms": "fast"}, "nms must be 'numpy' or 'opencv'"),
 ])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -93,9 +94,11 @@ def test_opencv_build_facts() -> None:
     assert opencv_build_facts("")["GUI"] == "unknown"
 
 
+# installed as sitecustomize.py on PYTHONPATH, so the child processes in which doctor probes each
+# vendor's version see the same blocked vendors as the doctor process itself
 BLOCKER = """
-import importlib.abc, importlib.machinery, sys
-MODE, NAMES = sys.argv[1], set(sys.argv[2].split(","))
+import importlib.abc, importlib.machinery, os, sys
+MODE, NAMES = os.environ.get("EDGESEG_BLOCK_MODE"), set(os.environ.get("EDGESEG_BLOCK", "").split(","))
 class Broken(importlib.abc.Loader):
     def create_module(self, spec):
         return None
@@ -109,24 +112,23 @@ class Finder(importlib.abc.MetaPathFinder):
 if MODE == "missing":
     for n in NAMES:
         sys.modules[n] = None  # import raises ImportError, find_spec raises ValueError
-else:
+elif MODE == "broken":
     sys.meta_path.insert(0, Finder())
-from edgeseg.cli import main
-main(["doctor", *sys.argv[3:]], standalone_mode=True)
 """
 
 
 @pytest.mark.parametrize("mode", ["missing", "broken"])
 def test_doctor_with_vendors_blocked(tmp_path: Path, mode: str) -> None:
-    script = tmp_path / "blocked.py"
-    script.write_text(BLOCKER)
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    env = dict(os.environ, EDGESEG_BLOCK_MODE=mode, EDGESEG_BLOCK=",".join(VENDORS),
+               PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-c", "from edgeseg.cli import main; main(['doctor', *__import__('sys').argv[1:]])"]
     for extra in (["--json"], []):
-        proc = subprocess.run([sys.executable, str(script), mode, ",".join(VENDORS), *extra], cwd=str(tmp_path),
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(cmd + extra, cwd=str(tmp_path), capture_output=True, text=True, timeout=300, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
-    rep = json.loads(subprocess.run([sys.executable, str(script), mode, ",".join(VENDORS), "--json"],
-                                    cwd=str(tmp_path), capture_output=True, text=True, timeout=120).stdout)
+    rep = json.loads(subprocess.run(cmd + ["--json"], cwd=str(tmp_path), capture_output=True, text=True, timeout=300,
+                                    env=env).stdout)
     backends = {b["name"]: b for b in rep["backends"]}
     assert backends, "backends must still be listed"
     for b in backends.values():

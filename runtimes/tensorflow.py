@@ -24,6 +24,7 @@ import numpy as np
 
 from edgeseg.backend import Backend, TensorSpec, ensure_file, register
 from edgeseg.errors import InputError, ModelLoadError
+from edgeseg.metadata import read_sidecar
 
 __all__ = ["TensorFlowBackend", "METADATA_NODE", "SIGNATURE"]
 
@@ -97,7 +98,7 @@ class TensorFlowBackend(Backend):
             raise ModelLoadError(f"{self.path}: signature {signature!r} returns unnamed outputs; expected a dict "
                                  "of named tensors")
         self.outputs = [_spec(name, t.shape, t.dtype) for name, t in sorted(outs.items())]
-        self.metadata = _asset_metadata(self.path)
+        self.metadata = read_sidecar(self.path / "assets")  # the SavedModel's tracked metadata.yaml asset
         self._kind = f"SavedModel ({signature})"
         self._run = self._run_saved_model
 
@@ -154,21 +155,6 @@ class TensorFlowBackend(Backend):
 def _spec(name: str, shape: Any, dtype: Any) -> TensorSpec:
     dims: Tuple[Optional[int], ...] = tuple(shape.as_list()) if shape.rank is not None else ()
     return TensorSpec(name, dims, np.dtype(dtype.as_numpy_dtype))
-
-
-def _asset_metadata(folder: Path) -> Dict[str, Any]:
-    p = folder / "assets" / "metadata.yaml"
-    if not p.is_file():
-        return {}
-    import yaml
-
-    try:
-        value = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{p}: metadata asset is not valid YAML: {exc}") from exc
-    if not isinstance(value, dict):
-        raise ModelLoadError(f"{p}: expected a mapping of metadata keys, found {type(value).__name__}")
-    return value
 
 
 def _graph_metadata(gd: Any, path: Path) -> Dict[str, Any]:

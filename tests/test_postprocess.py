@@ -64,3 +64,20 @@ def test_padding_value_in_float_tensors():
     assert lb.pad == (0, 16)
     np.testing.assert_allclose(x[0, :, :16], 114 / 255)
     assert (x[0, :, 16:48] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_dequantize_by_table_equals_the_formula(dtype):
+    """Large 8-bit tensors (int8 prototypes) are dequantized through a 256-entry table: the very
+    float32 values of ``(q - zero_point) * scale``, for whole tensors, window views and small rows."""
+    from edgeseg.backend import dequantize
+
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(0)
+    q = rng.integers(info.min, info.max + 1, (160, 160, 32)).astype(dtype)
+    spec = TensorSpec("protos", q.shape, np.dtype(dtype), 0.0231, -7 if dtype == np.int8 else 121)
+    for a in (q, q[5:90, 7:150], q[3, 4], q.reshape(-1)[:10]):
+        ref = (a.astype(np.float32) - np.float32(spec.zero_point)) * np.float32(spec.scale)
+        out = dequantize(a, spec)
+        assert out.dtype == np.float32 and out.shape == a.shape
+        np.testing.assert_array_equal(out, ref)

@@ -229,3 +229,29 @@ def test_the_onnx_half_of_the_build_runs_and_a_failure_leaves_nothing(tmp_path: 
     assert seen[-1].startswith("TensorRT: parse ONNX") and "onnx.checker" in seen
     assert ("float16 conversion (onnxconverter-common)" in seen) is half
     assert out.read_bytes() == b"user's file" and sorted(p.name for p in tmp_path.iterdir()) == ["n.engine"]
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="tensorrt and a CUDA device are present: info loads the engine itself")
+def test_info_describes_an_engine_from_its_header(tmp_path: Path) -> None:
+    """Without TensorRT or a GPU, `info` reads the metadata header instead of failing, and says
+    why the engine was not loaded; a bare plan is named as one; a corrupt header still fails."""
+    model = tmp_path / "m.engine"
+    write_engine(model, META, _plan())
+    res = CliRunner().invoke(main, ["info", "--model", str(model)])
+    assert res.exit_code == 0, res.output
+    assert "TensorRT engine, plan 0.0 MB, Ultralytics metadata header" in res.output
+    assert "not loaded:" in res.output and "this machine lacks" in res.output
+    assert "task         segment" in res.output and "imgsz        [320, 320]" in res.output
+    assert "names        2 classes (0: person, 1: bicycle)" in res.output
+    assert "Traceback" not in res.output
+    js = json.loads(CliRunner().invoke(main, ["info", "--model", str(model), "--json"]).output)
+    assert js["engine"]["metadata"]["names"] == {"0": "person", "1": "bicycle"}
+    assert js["engine"]["plan_bytes"] == len(_plan())
+    bare = tmp_path / "bare.engine"
+    bare.write_bytes(_plan())
+    res = CliRunner().invoke(main, ["info", "--model", str(bare)])
+    assert res.exit_code == 0 and "no metadata header (a bare plan)" in res.output, res.output
+    bad = tmp_path / "bad.engine"
+    bad.write_bytes((40).to_bytes(4, "little") + b"{" + _plan()[:8])
+    res = CliRunner().invoke(main, ["info", "--model", str(bad)])
+    assert res.exit_code != 0 and "metadata header declares 40 bytes" in res.output, res.output

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Sequen
 from edgeseg._version import __version__
 from edgeseg.errors import ConversionError, EdgesegError, InputError
 
-from .registry import Exporter, ExportJob, exporters, get_exporter, require, resolve_options
+from .registry import Exporter, ExportJob, exporters, get_exporter, quiet_logger, require, resolve_options
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..checkpoint import LoadedModel
@@ -208,22 +208,15 @@ def _quiet() -> Iterator[None]:
     """Silence the exporters' chatter that says nothing about the user's model (tracer and
     deprecation warnings, the dynamo exporter's "torchvision is not installed" log lines).
     Errors still propagate."""
-    import logging
     import warnings
 
     import torch
 
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            yield
-    finally:
-        logger.setLevel(level)
+    with quiet_logger("torch.onnx"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 def _short(exc: BaseException, limit: int = 400) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from edgeseg.errors import ConversionError
 from edgeseg.runtimes.tensorflow import METADATA_NODE, SIGNATURE
 
 from .onnx import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, torch_to_onnx
-from .registry import ExportJob
+from .registry import ExportJob, quiet_logger
 
 __all__ = ["TF_REQUIRES", "TF_EXTRA", "TF_NO_DEPS", "TF_INSTALL", "SIGNATURE", "METADATA_NODE", "export_saved_model", "write_saved_model",
            "freeze", "reusable_saved_model", "import_tfjs_converter", "quiet_tf"]
@@ -52,13 +51,8 @@ _ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 def quiet_tf() -> Iterator[None]:
     """TensorFlow's C++ and Python log chatter down to errors while converting."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logger = logging.getLogger("tensorflow")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
+    with quiet_logger("tensorflow"):
         yield
-    finally:
-        logger.setLevel(level)
 
 
 @contextlib.contextmanager

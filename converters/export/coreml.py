@@ -23,7 +23,6 @@ Prediction needs macOS; on Linux the package is checked by reloading its spec wi
 from __future__ import annotations
 
 import contextlib
-import logging
 import platform
 import shutil
 import threading
@@ -33,7 +32,7 @@ from typing import Any, Dict, Iterator, Mapping
 from edgeseg.errors import ConversionError, InputError
 from edgeseg.runtimes.coreml import PREDICT_SYSTEMS, import_coremltools
 
-from .registry import HALF, INT8, Exporter, ExportJob
+from .registry import HALF, INT8, Exporter, ExportJob, quiet_logger
 
 __all__ = ["EXPORTER", "export_coreml", "INPUT_NAME", "OUTPUT_NAMES", "DEPLOYMENT_TARGET", "INT8_WEIGHT_THRESHOLD"]
 
@@ -107,19 +106,6 @@ def _scalar_casts() -> Iterator[None]:
                     table[name] = func
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """coremltools' warnings that hold for every YOLO model ("Tuple detected at graph output",
-    "Saving value type of int64 into int32") held back; its errors still show."""
-    logger = logging.getLogger("coremltools")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _precision_label(opts: Mapping[str, Any]) -> str:
     return "int8 weights, fp16 compute" if opts["int8"] else "fp16" if opts["half"] else "fp32"
 
@@ -134,7 +120,7 @@ def export_coreml(job: ExportJob) -> None:
     fp16 = bool(o["half"] or o["int8"])
     with job.stage("torch.jit.trace"):
         traced = torch.jit.trace(job.net, job.im, strict=False, check_trace=False)
-    with job.stage(f"coremltools convert (mlprogram, {'fp16' if fp16 else 'fp32'})"), _scalar_casts(), _quiet():
+    with job.stage(f"coremltools convert (mlprogram, {'fp16' if fp16 else 'fp32'})"), _scalar_casts(), quiet_logger("coremltools"):
         model = ct.convert(
             traced,
             inputs=[ct.TensorType(name=INPUT_NAME, shape=tuple(job.im.shape), dtype=np.float32)],
@@ -149,7 +135,7 @@ def export_coreml(job: ExportJob) -> None:
                                                           "minimum_deployment_target": DEPLOYMENT_TARGET,
                                                           "precision": _precision_label(o)})
     if o["int8"]:
-        with job.stage("8-bit weights (linear_quantize_weights, per-channel)"), _quiet():
+        with job.stage("8-bit weights (linear_quantize_weights, per-channel)"), quiet_logger("coremltools"):
             import coremltools.optimize.coreml as cto
 
             config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(

@@ -12,11 +12,13 @@ an exporter.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from edgeseg.errors import ConversionError, InputError
 
@@ -276,3 +278,16 @@ def require(module: str, what: str, extra: str = "convert", install: str = "") -
         line = install or f"pip install 'edgeseg[{extra}]'"
         raise ConversionError(f"{what} needs the Python package {module.split('.')[0]!r}, which is not installed; "
                               f"install it with: {line}")
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """Logger ``name`` (a vendor's: "coremltools", "tensorflow", "torch.onnx") held at ERROR inside
+    the block: chatter that holds for every model is held back, its errors still show."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -44,15 +44,22 @@ def info(model: Any, backend: str, imgsz: Any, names_file: Any, as_json: bool) -
         with Runtime(model, backend=backend, imgsz=parse_imgsz(imgsz), names=names_file) as rt:
             d = rt.info
     except (BackendUnavailableError, ModelLoadError) as exc:
-        if fb is None or not fb.edgetpu:
+        engine = _engine_header(model) if isinstance(exc, BackendUnavailableError) else None
+        if (fb is None or not fb.edgetpu) and engine is None:
             raise
-        d = {"model": str(model), "runtime": f"not loaded: {exc}"}  # an Edge TPU model, described from its file
+        # an Edge TPU model or a TensorRT engine that cannot be loaded here, described from its file
+        d = {"model": str(model), "runtime": f"not loaded: {exc}"}
+        if engine is not None:
+            d["engine"] = engine
     finally:
         runtime_log.setLevel(level)
     if fb is not None:
         d["tflite"] = fb.to_dict()
     if as_json:
         click.echo(json.dumps(d, indent=2))
+        return
+    if "engine" in d:
+        click.echo(_format_engine(d))
         return
     click.echo(_format(d) if "runtime" not in d else _format_file(d))
     if fb is not None:
@@ -70,6 +77,34 @@ def _flatbuffer(model: Path) -> Any:
     if model.suffix.lower() != ".tflite" or not model.is_file():
         return None
     return read_tflite(model)
+
+
+def _engine_header(model: Path) -> Any:
+    """A TensorRT engine's Ultralytics metadata header and plan size, read without TensorRT
+    (None for other files)."""
+    if model.suffix.lower() != ".engine" or not model.is_file():
+        return None
+    from ..runtimes.tensorrt import read_engine_header
+
+    meta, offset = read_engine_header(model)
+    return {"metadata": meta, "plan_bytes": model.stat().st_size - offset}
+
+
+def _format_engine(d: Dict[str, Any]) -> str:
+    """A TensorRT engine on a machine that cannot load it: what its metadata header says."""
+    e, meta = d["engine"], d["engine"]["metadata"]
+    lines = [f"model        {d['model']} ({Path(d['model']).stat().st_size / 1e6:.1f} MB)",
+             f"format       TensorRT engine, plan {e['plan_bytes'] / 1e6:.1f} MB, "
+             + ("Ultralytics metadata header" if meta else "no metadata header (a bare plan)"),
+             f"runtime      {d['runtime']}"]
+    names = meta.get("names")
+    for key in ("description", "task", "imgsz", "batch", "half", "int8", "stride", "dynamic", "device"):
+        if key in meta:
+            lines.append(f"{key:<12} {meta[key]}")
+    if isinstance(names, dict):
+        shown = ", ".join(f"{k}: {v}" for k, v in list(names.items())[:8])
+        lines.append(f"names        {len(names)} classes ({shown}{', ...' if len(names) > 8 else ''})")
+    return "\n".join(lines)
 
 
 def _tensor_line(kind: str, t: Dict[str, Any]) -> str:

@@ -269,7 +269,7 @@ def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if not spec.quantized or not np.issubdtype(q.dtype, np.integer):
         return q if q.dtype == np.float32 else q.astype(np.float32)
     zp, scale = np.float32(spec.zero_point), np.float32(spec.scale)
-    if q.dtype.itemsize == 1 and q.size >= _TABLE_MIN and q.ndim:
+    if q.dtype.itemsize == 1 and q.size >= _TABLE_MIN:
         import cv2
 
         codes = np.arange(256, dtype=np.uint8).view(q.dtype)  # every byte, read as the tensor's dtype

@@ -247,6 +247,15 @@ def test_info_describes_an_engine_from_its_header(tmp_path: Path) -> None:
     js = json.loads(CliRunner().invoke(main, ["info", "--model", str(model), "--json"]).output)
     assert js["engine"]["metadata"]["names"] == {"0": "person", "1": "bicycle"}
     assert js["engine"]["plan_bytes"] == len(_plan())
+    ultra = tmp_path / "ultra.engine"  # Ultralytics' header keeps the precision in its export args
+    write_engine(ultra, {**META, "batch": 1, "args": {"half": True, "int8": False}}, _plan())
+    res = CliRunner().invoke(main, ["info", "--model", str(ultra)])
+    assert res.exit_code == 0 and "precision    fp16" in res.output and "batch        1" in res.output, res.output
+    ours = tmp_path / "ours.engine"
+    write_engine(ours, {**META, "quantization": "int8", "engine": {"precision": "int8", "gpu": "NVIDIA A2",
+                                                                  "tensorrt": "10.13"}}, _plan())
+    res = CliRunner().invoke(main, ["info", "--model", str(ours)])
+    assert "precision    int8" in res.output and "built for    gpu NVIDIA A2 tensorrt 10.13" in res.output, res.output
     bare = tmp_path / "bare.engine"
     bare.write_bytes(_plan())
     res = CliRunner().invoke(main, ["info", "--model", str(bare)])

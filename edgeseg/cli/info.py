@@ -90,20 +90,39 @@ def _engine_header(model: Path) -> Any:
     return {"metadata": meta, "plan_bytes": model.stat().st_size - offset}
 
 
+def _engine_precision(raw: Dict[str, Any]) -> Any:
+    """fp32 / fp16 / int8 from an engine header: edgeseg's ``engine.precision`` or ``quantization``,
+    Ultralytics' ``args.half`` / ``args.int8``; None when the header does not say."""
+    engine, args = raw.get("engine"), raw.get("args")
+    if isinstance(engine, dict) and engine.get("precision"):
+        return engine["precision"]
+    if raw.get("quantization"):
+        return raw["quantization"]
+    if isinstance(args, dict) and (args.get("int8") or args.get("half")):
+        return "int8" if args.get("int8") else "fp16"
+    return None
+
+
 def _format_engine(d: Dict[str, Any]) -> str:
     """A TensorRT engine on a machine that cannot load it: what its metadata header says."""
-    e, meta = d["engine"], d["engine"]["metadata"]
+    from ..metadata import parse_metadata
+
+    e = d["engine"]
+    meta = parse_metadata(e["metadata"], "engine header")
+    raw = meta.raw
     lines = [f"model        {d['model']} ({Path(d['model']).stat().st_size / 1e6:.1f} MB)",
              f"format       TensorRT engine, plan {e['plan_bytes'] / 1e6:.1f} MB, "
-             + ("Ultralytics metadata header" if meta else "no metadata header (a bare plan)"),
+             + ("Ultralytics metadata header" if raw else "no metadata header (a bare plan)"),
              f"runtime      {d['runtime']}"]
-    names = meta.get("names")
-    for key in ("description", "task", "imgsz", "batch", "half", "int8", "stride", "dynamic", "device"):
-        if key in meta:
-            lines.append(f"{key:<12} {meta[key]}")
-    if isinstance(names, dict):
-        shown = ", ".join(f"{k}: {v}" for k, v in list(names.items())[:8])
-        lines.append(f"names        {len(names)} classes ({shown}{', ...' if len(names) > 8 else ''})")
+    built = raw.get("engine") if isinstance(raw.get("engine"), dict) else {}
+    fields = [("description", raw.get("description")), ("task", meta.task),
+              ("imgsz", list(meta.imgsz) if meta.imgsz else None), ("batch", raw.get("batch")),
+              ("precision", _engine_precision(raw)), ("stride", meta.stride if raw else None),
+              ("built for", " ".join(f"{k} {built[k]}" for k in ("gpu", "tensorrt") if built.get(k)) or None)]
+    lines += [f"{key:<12} {value}" for key, value in fields if value is not None]
+    if meta.names:
+        shown = ", ".join(f"{k}: {v}" for k, v in list(meta.names.items())[:8])
+        lines.append(f"names        {len(meta.names)} classes ({shown}{', ...' if len(meta.names) > 8 else ''})")
     return "\n".join(lines)
 
 

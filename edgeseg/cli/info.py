@@ -22,6 +22,9 @@ from .common import parse_imgsz, translate_errors
 def info(model: Any, backend: str, imgsz: Any, names_file: Any, as_json: bool) -> None:
     """Show a model's format, backend, input, output layout, class names and quantization.
 
+    A model this machine cannot run (an Edge TPU model without libedgetpu, a TensorRT engine
+    without TensorRT and a GPU) is described from its file, with the reason it was not loaded.
+
     \b
     Example:
       edgeseg info --model yolov8n-seg-640-int8w.tflite

@@ -23,8 +23,8 @@ PYEOF
 if [ -e "$OUT/run/weights/last.pt" ]; then
   "$EDGESEG" train --resume "$OUT/run" || true
 else
-  "$EDGESEG" train --data "$OUT/synth/synth.yaml" --model "$OUT/arch.yaml" --epochs 30 --imgsz 320 --batch 16 \
-    --workers 2 --optimizer adamw --lr0 0.002 --warmup-epochs 1 --close-mosaic 5 --patience 30 --seed 0 \
+  "$EDGESEG" train --data "$OUT/synth/synth.yaml" --model "$OUT/arch.yaml" --epochs 25 --imgsz 320 --batch 16 \
+    --workers 2 --optimizer adamw --lr0 0.002 --warmup-epochs 1 --close-mosaic 5 --patience 25 --seed 0 \
     --project "$OUT" --name run --exist-ok -q
 fi
 # 4. held-out score, export (ONNX fp32; int8 TFLite calibrated on the val split) and size

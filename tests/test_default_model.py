@@ -75,9 +75,10 @@ def test_heldout_accuracy_onnx(heldout: Dict[str, Any]) -> None:
     with Runtime() as rt:
         m = validate(rt, heldout["yaml"])
     assert m.images == 40 and m.instances > 100
-    # measured on this 40-image set: box 0.858, mask 0.654 (README, Default model); bounds below that
-    assert m.seg.map >= 0.58, m.results_dict
-    assert m.box.map >= 0.78, m.results_dict
+    # measured on this 40-image set: box 0.861, mask 0.829 (README, Default model); the mask bound is
+    # the target for the embedded model
+    assert m.seg.map >= 0.75, m.results_dict
+    assert m.box.map >= 0.80, m.results_dict
 
 
 @pytest.mark.skipif(not _has_litert(), reason="LiteRT not installed (pip install 'edgeseg[tflite]')")
@@ -117,7 +118,7 @@ def test_run_track_on_clip_without_model(heldout: Dict[str, Any], tmp_path: Path
                        np.array([d["track_id"] for d in dets]),
                        np.array([d["box"] for d in dets], float).reshape(-1, 4)))
     mot = mot_metrics(frames)
-    # measured: IDF1 0.82, MOTA 0.87 (this small demo model misses some small or occluded shapes)
+    # measured: IDF1 0.78, MOTA 0.85 (this small demo model misses some small or occluded shapes)
     assert mot["idf1"] > 0.7, mot
     assert mot["mota"] > 0.78, mot
 

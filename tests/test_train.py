@@ -265,3 +265,27 @@ def test_folded_batchnorm_stays_fixed_when_fine_tuning(run, synth: Path, tmp_pat
     after = [m for m in load_model(r.last).model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(torch.all(m.running_mean == 0) and torch.allclose(m.running_var, torch.full_like(m.running_var, 1 - m.eps))
                for m in after)
+
+
+def test_mask_targets_are_the_covered_fraction_of_each_prototype_cell(synth: Path) -> None:
+    """Masks are drawn at image resolution and averaged down to the prototype grid: a cell an
+    object half covers gets 0.5, so the model learns where an edge lies inside a 4-pixel cell."""
+    import cv2
+
+    from edgeseg.converters.train.data import SegDataset
+    from edgeseg.converters.train.loss import _coverage
+
+    ds = SegDataset(synth, "train", imgsz=64, augment=False)
+    _, cls, _, overlap = ds[0]
+    assert overlap.shape == (64, 64) and overlap.dtype == np.int16 and 0 < overlap.max() <= len(cls)
+    cover = _coverage(torch.from_numpy(overlap), len(cls), (16, 16))
+    assert cover.shape == (len(cls), 16, 16)
+    for j in range(len(cls)):  # the same as OpenCV's area resize of each object's binary mask
+        ref = cv2.resize((overlap == j + 1).astype(np.float32), (16, 16), interpolation=cv2.INTER_AREA)
+        np.testing.assert_allclose(cover[j].numpy(), ref, atol=1e-6)
+    assert ((cover > 0) & (cover < 1)).any(), "edges fall inside cells: some targets are fractional"
+    # a map already on the grid gives 0/1 targets; objects past n are left out
+    grid = torch.tensor([[1, 2], [0, 3]], dtype=torch.int16)
+    assert _coverage(grid, 2, (2, 2)).tolist() == [[[1.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [0.0, 0.0]]]
+    with pytest.raises(ValueError, match="whole multiple"):
+        _coverage(torch.zeros((10, 10), dtype=torch.int16), 1, (4, 4))

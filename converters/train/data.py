@@ -1,8 +1,11 @@
 """Training data: the YOLO reader of :mod:`edgeseg.eval.datasets`, augmentation and batching.
 
 One sample is ``(image (3, S, S) uint8 RGB, cls (n,), boxes (n, 4) cx cy w h normalized 0-1,
-mask (S/4, S/4) int16)``: ``mask`` holds ``j + 1`` where the ``j``-th instance of the image is
+mask (S, S) int16)``: ``mask`` holds ``j + 1`` where the ``j``-th instance of the image is
 the top-most one (instances are drawn largest first, so overlapping objects each keep pixels).
+It is drawn at the image's resolution, not the prototypes' (S/4): the loss averages it down to
+the fraction of each prototype cell an object covers, so the masks learn where an edge lies
+inside a cell instead of a 4-pixel staircase.
 
 Augmentation (train split): mosaic of 4 images, random affine (scale, translation, rotation,
 shear), HSV jitter, left-right flip; otherwise a plain letterbox. Randomness never comes from a
@@ -28,8 +31,6 @@ from edgeseg.errors import DatasetError
 from edgeseg.io import read_image
 
 __all__ = ["Augment", "SegDataset", "EpochSampler", "collate", "build_loader"]
-
-MASK_RATIO = 4  # masks are rasterized at the prototype resolution, imgsz / 4
 
 
 @dataclass
@@ -221,15 +222,14 @@ def _hsv(img: np.ndarray, rng: np.random.Generator, hyp: Augment) -> None:
 
 
 def _overlap_mask(segs: Sequence[np.ndarray], boxes: np.ndarray, s: int) -> np.ndarray:
-    """(S/4, S/4) int16: ``j + 1`` where instance ``j`` is on top, instances drawn largest first.
+    """(S, S) int16: ``j + 1`` where instance ``j`` is on top, instances drawn largest first.
 
     Polygons are in pixel-edge coordinates (pixel ``i`` spans ``[i, i+1)``), rasterized with
-    sub-pixel precision at the mask resolution."""
-    ms = s // MASK_RATIO
-    out = np.zeros((ms, ms), np.int16)
+    sub-pixel precision."""
+    out = np.zeros((s, s), np.int16)
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) if len(boxes) else np.zeros(0)
     for j in np.argsort(-areas, kind="stable"):
-        pts = np.round((segs[j] / MASK_RATIO - 0.5) * 16).astype(np.int32)
+        pts = np.round((segs[j] - 0.5) * 16).astype(np.int32)
         if len(pts) >= 3:
             cv2.fillPoly(out, [pts], int(j) + 1, lineType=cv2.LINE_8, shift=4)
     return out
@@ -237,7 +237,7 @@ def _overlap_mask(segs: Sequence[np.ndarray], boxes: np.ndarray, s: int) -> np.n
 
 def collate(batch: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> Dict[str, torch.Tensor]:
     """Samples -> ``img`` (B, 3, S, S) uint8, ``batch_idx`` (N,), ``cls`` (N,), ``bboxes`` (N, 4)
-    cx cy w h normalized, ``masks`` (B, S/4, S/4) int16 overlap maps (see the module docstring)."""
+    cx cy w h normalized, ``masks`` (B, S, S) int16 overlap maps (see the module docstring)."""
     imgs, cls, boxes, masks = zip(*batch)
     return {
         "img": torch.from_numpy(np.stack(imgs)),

@@ -12,7 +12,11 @@ for every ground-truth object the ``topk`` anchors inside it with the best
   by the box's area (normalized), so small objects count as much as large ones.
 
 Ground-truth masks come as an overlap map per image (``j + 1`` where object ``j`` is on top),
-so overlapping objects are handled without one full mask per object.
+so overlapping objects are handled without one full mask per object. A map finer than the
+prototypes is averaged down to them: the target of a cell is the fraction of it the object
+covers (a soft label), not a binary staircase. Upsampled and thresholded at 0.5 as the runtime
+does, binary 1/4-resolution targets can at best reach mask mAP50-95 0.76 on the synthetic
+shapes; coverage targets 0.99.
 """
 from __future__ import annotations
 
@@ -196,8 +200,6 @@ class SegLoss:
         """BCE of the predicted masks on the prototype grid, cropped to each target box and
         normalized by the box area (fraction of the image); mean over foreground anchors."""
         mh, mw = protos.shape[2:]
-        if masks.shape[1:] != (mh, mw):
-            masks = F.interpolate(masks[None].float(), (mh, mw), mode="nearest")[0].to(masks.dtype)
         total = protos.sum() * 0
         scale = torch.stack([mw / size[1], mh / size[0], mw / size[1], mh / size[0]])
         cols = torch.arange(mw, device=protos.device)[None, None, :]
@@ -206,7 +208,8 @@ class SegLoss:
             if not fg[i].any():
                 total = total + (protos[i] * 0).sum() + (coefs[i] * 0).sum()
                 continue
-            gt = (masks[i][None] == (gt_idx[i][fg[i]] + 1).view(-1, 1, 1)).to(protos.dtype)  # (n, mh, mw)
+            idx = gt_idx[i][fg[i]]
+            gt = _coverage(masks[i], int(idx.max()) + 1, (mh, mw)).to(protos.dtype)[idx]  # (n, mh, mw)
             box = t_boxes[i][fg[i]] * scale  # xyxy on the mask grid
             area = ((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]) / (mh * mw)).clamp(min=1e-6)
             pred = torch.einsum("in,nhw->ihw", coefs[i][fg[i]], protos[i])
@@ -215,6 +218,23 @@ class SegLoss:
             inside = (cols >= x1) & (cols < x2) & (rows >= y1) & (rows < y2)
             total = total + ((bce * inside).mean(dim=(1, 2)) / area).sum()
         return total / fg.sum()
+
+
+def _coverage(overlap: torch.Tensor, n: int, grid: Tuple[int, int]) -> torch.Tensor:
+    """(n, gh, gw) fraction of each grid cell that object ``j`` (``j + 1`` in the ``overlap`` map,
+    a whole multiple of the grid) covers; a map on the grid itself gives 0/1. One bincount over
+    the map: per-object comparisons at full resolution cost more than the rest of the step."""
+    gh, gw = grid
+    h, w = overlap.shape
+    if h % gh or w % gw:
+        raise ValueError(f"mask map {h}x{w} is not a whole multiple of the prototype grid {gh}x{gw}")
+    fy, fx = h // gh, w // gw
+    dev = overlap.device
+    cell = (torch.arange(h, device=dev) // fy)[:, None] * gw + (torch.arange(w, device=dev) // fx)[None, :]
+    label = overlap.long()
+    label = torch.where(label <= n, label, torch.zeros_like(label))  # objects past n: not needed here
+    counts = torch.bincount((cell * (n + 1) + label).view(-1), minlength=gh * gw * (n + 1))
+    return counts.view(gh, gw, n + 1).permute(2, 0, 1)[1:].float() / (fy * fx)
 
 
 def _dfl(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

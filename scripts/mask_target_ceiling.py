@@ -11,7 +11,7 @@ polygon is put on the prototype grid in two ways and brought back the way the ru
 - ``coverage``: the fraction of each cell the object covers (the trainer's targets now).
 
 Each is scored by its IoU with the polygon rasterized at image resolution (occlusion as the
-trainer draws it: larger objects first). Printed: mean IoU and, as if every object were
+trainer draws it: larger objects first, with the trainer's own rasterization). Printed: mean IoU and, as if every object were
 detected with the right box, the mask mAP50-95 that this alone allows (mean over IoU
 thresholds 0.50:0.95 of the fraction of objects at or above it).
 """
@@ -23,13 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-
-def _draw(segs, order, size: int, scale: float) -> np.ndarray:
-    out = np.zeros((size, size), np.int16)
-    for j in order:  # pixel-edge coordinates, sub-pixel (shift 4), as the trainer draws them
-        pts = np.round((segs[j] * scale - 0.5) * 16).astype(np.int32)
-        cv2.fillPoly(out, [pts], int(j) + 1, lineType=cv2.LINE_8, shift=4)
-    return out
+from edgeseg.converters.train.data import _boxes, _overlap_mask  # the trainer's rasterization (needs torch)
 
 
 def main() -> None:
@@ -50,9 +44,9 @@ def main() -> None:
             raise SystemExit(f"{img}: {w}x{h}; this check needs square images, a multiple of {args.ratio}")
         rows = [line.split() for line in lab.read_text().splitlines() if line.strip()]
         segs = [np.array(r[1:], np.float64).reshape(-1, 2) * h for r in rows]
-        order = np.argsort([-np.prod(p.max(0) - p.min(0)) for p in segs], kind="stable")
-        g = h // args.ratio
-        full, grid = _draw(segs, order, h, 1.0), _draw(segs, order, g, 1 / args.ratio)
+        g, boxes = h // args.ratio, _boxes(segs, h)
+        full = _overlap_mask(segs, boxes, h)
+        grid = _overlap_mask([p / args.ratio for p in segs], boxes / args.ratio, g)  # 0/1 cells on the grid
         for j in range(len(segs)):
             truth = full == j + 1
             if not truth.any():

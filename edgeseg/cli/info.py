@@ -90,7 +90,8 @@ def _engine_header(model: Path) -> Any:
     from ..runtimes.tensorrt import read_engine_header
 
     meta, offset = read_engine_header(model)
-    return {"metadata": meta, "plan_bytes": model.stat().st_size - offset}
+    size = model.stat().st_size
+    return {"metadata": meta, "file_bytes": size, "plan_bytes": size - offset}
 
 
 def _engine_precision(raw: Dict[str, Any]) -> Any:
@@ -113,7 +114,7 @@ def _format_engine(d: Dict[str, Any]) -> str:
     e = d["engine"]
     meta = parse_metadata(e["metadata"], "engine header")
     raw = meta.raw
-    lines = [f"model        {d['model']} ({Path(d['model']).stat().st_size / 1e6:.1f} MB)",
+    lines = [f"model        {d['model']} ({e['file_bytes'] / 1e6:.1f} MB)",
              f"format       TensorRT engine, plan {e['plan_bytes'] / 1e6:.1f} MB, "
              + ("Ultralytics metadata header" if raw else "no metadata header (a bare plan)"),
              f"runtime      {d['runtime']}"]

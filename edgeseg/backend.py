@@ -17,7 +17,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 
 import numpy as np
 
@@ -34,6 +34,8 @@ __all__ = [
     "module_available",
     "backend_modules",
 ]
+
+T = TypeVar("T")
 
 #: the package whose modules define the backends
 BACKEND_PACKAGE = "edgeseg.runtimes"
@@ -97,6 +99,20 @@ class Backend:
         """Run one inference. ``feeds`` maps input names to arrays matching :attr:`inputs`;
         returns every output by name, raw (still quantized where the model is)."""
         raise NotImplementedError
+
+    #: whether :meth:`run_in_place` works in the vendor's own tensor memory (no copy in or out)
+    in_place: ClassVar[bool] = False
+
+    def run_in_place(self, write: Callable[[Dict[str, np.ndarray]], None],
+                     read: Callable[[Dict[str, np.ndarray]], T]) -> T:
+        """One inference of a fixed-shape model without copying tensors in or out: ``write(inputs)``
+        fills the input arrays (by name) where the vendor reads them, ``read(outputs)`` consumes
+        the raw outputs, valid only during this call, and what it returns (returned here) must keep
+        no reference to them. Vendor errors become :class:`InferenceError`. This base version goes
+        through :meth:`run` (with copies); backends with ``in_place`` override it."""
+        feeds = {s.name: np.empty(s.shape, s.dtype) for s in self.inputs}
+        write(feeds)
+        return read(self.run(feeds))
 
     def close(self) -> None:
         """Release the vendor session. Idempotent."""

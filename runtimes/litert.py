@@ -8,13 +8,14 @@ automatically, with ``device`` ("usb", "usb:0", "pci:0") passed to it.
 from __future__ import annotations
 
 import platform
+import traceback
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional, TypeVar
 
 import numpy as np
 
 from edgeseg.backend import Backend, TensorSpec, ensure_file, register
-from edgeseg.errors import BackendUnavailableError, InputError, ModelLoadError
+from edgeseg.errors import BackendUnavailableError, InferenceError, InputError, ModelLoadError
 from edgeseg.metadata import read_tflite_zip_metadata
 from edgeseg.tflite_file import read_tflite
 
@@ -26,6 +27,8 @@ EDGETPU_LIBRARY = {
 }
 
 TFLITE_MAGIC = b"TFL3"
+
+T = TypeVar("T")
 
 
 def _interpreter_api() -> Any:
@@ -121,6 +124,7 @@ class LiteRTBackend(Backend):
         self._out_index = {d["name"]: d["index"] for d in self._interp.get_output_details()}
         self.metadata: Dict[str, Any] = read_tflite_zip_metadata(model)
         self._threads = threads
+        self._model = model
         self._weights = self._weight_types()
 
     def _trial_invoke(self, model: Path) -> None:
@@ -158,6 +162,34 @@ class LiteRTBackend(Backend):
         self._interp.invoke()
         # get_tensor copies, so results stay valid across invocations
         return {name: self._interp.get_tensor(i) for name, i in self._out_index.items()}
+
+    in_place = True
+
+    def run_in_place(self, write: Callable[[Dict[str, np.ndarray]], None],
+                     read: Callable[[Dict[str, np.ndarray]], T]) -> T:
+        """The input written straight into the interpreter's input tensor and the outputs read
+        where the interpreter left them: no ``set_tensor`` / ``get_tensor`` copies (about 0.5 ms a
+        frame for a float 640 model). LiteRT refuses ``invoke`` while a numpy view of its memory is
+        alive, so every view is dropped before this returns, also when ``write`` or ``read`` fail
+        (the locals of their frames in the traceback are cleared)."""
+        views: Dict[str, np.ndarray] = {}
+        try:
+            views = {n: self._interp.tensor(i)() for n, i in self._in_index.items()}
+            write(views)
+            views = {}
+            try:
+                self._interp.invoke()
+            except (ValueError, RuntimeError) as exc:
+                raise InferenceError(f"{self._model.name}: the litert backend failed during inference "
+                                     f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]})") from exc
+            views = {n: self._interp.tensor(i)() for n, i in self._out_index.items()}
+            return read(views)
+        except BaseException as exc:
+            views = {}
+            traceback.clear_frames(exc.__traceback__)
+            raise
+        finally:
+            views = {}
 
     def close(self) -> None:
         self._interp = None

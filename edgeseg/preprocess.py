@@ -145,8 +145,7 @@ class Preprocessor:
             t[top: top + rh, left + rw:] = gray
             self._convert(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), t[top: top + rh, left: left + rw])
         else:
-            # the letterboxed image is built in place: the resize writes straight into the inside
-            # of a gray canvas, so no padded copy is made
+            # the resized image goes into a gray canvas, split into planes R, G, B
             canvas = np.empty((ih, iw, 3), np.uint8)
             canvas[:top] = PAD_VALUE
             canvas[top + rh:] = PAD_VALUE

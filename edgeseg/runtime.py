@@ -57,7 +57,9 @@ class Runtime:
 
     Thread safety: a Runtime may be shared between threads. Pre- and postprocessing run in the
     calling thread; inference calls are serialized by an internal lock (vendor sessions are not
-    all re-entrant). For parallel inference, create one Runtime per thread.
+    all re-entrant). On LiteRT, a call on an image works in the interpreter's own tensors (no
+    copies), so its pre- and postprocessing run under that lock too. For parallel inference,
+    create one Runtime per thread.
     """
 
     def __init__(

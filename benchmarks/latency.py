@@ -68,10 +68,8 @@ def overhead(model: Path, img: np.ndarray, runs: int, threads: int) -> Dict[str,
     dec = rt._decoder
 
     def boxes() -> object:
-        if rt.backend.in_place:  # the path Runtime(image) takes: no copies in or out
-            name, geometry = rt.input_spec.name, []
-            return rt.backend.run_in_place(lambda inputs: geometry.append(rt._pre(img, out=inputs[name])[1]),
-                                           lambda outputs: dec.detect(outputs, geometry[0]))  # type: ignore[union-attr]
+        if rt._in_place:  # the path Runtime(image) takes: no copies in or out
+            return rt._run_in_place(img, dec.detect)[0]  # type: ignore[union-attr]
         f, lb = rt.preprocess(img)
         return dec.detect(rt.infer(f), lb)  # type: ignore[union-attr]
 

@@ -26,6 +26,18 @@ class InferenceError(EdgesegError):
     """A backend failed while running a loaded model (a vendor or device error, not bad input);
     the message names the backend and the model, the vendor exception is chained."""
 
+    @classmethod
+    def from_vendor(cls, model: str, backend: str, exc: BaseException) -> "InferenceError":
+        """The error for ``exc``, raised by the vendor library of ``backend`` running ``model``
+        (raise it ``from exc``)."""
+        return cls(f"{model}: the {backend} backend failed during inference ({type(exc).__name__}: {vendor_message(exc)})")
+
+
+def vendor_message(exc: BaseException) -> str:
+    """A vendor exception's message, shortened to its first meaningful line(s)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return ("; ".join(lines[:2]) if lines else type(exc).__name__)[:300]
+
 
 class ImageReadError(EdgesegError):
     """An image file could not be read or decoded; the message names the path."""

@@ -1,13 +1,14 @@
 """``Runtime``: the embeddable API. One class runs any supported YOLO-seg export through its backend."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, overload
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union, overload
 
 import numpy as np
 
@@ -26,6 +27,7 @@ __all__ = ["Runtime"]
 log = logging.getLogger("edgeseg.runtime")
 
 Source = Union[str, "os.PathLike[str]", np.ndarray]
+T = TypeVar("T")
 DEFAULT_IMGSZ = 640
 
 
@@ -134,6 +136,8 @@ class Runtime:
             if self.imgsz[0] % s or self.imgsz[1] % s:
                 raise InputError(f"imgsz {self.imgsz[0]}x{self.imgsz[1]} must be a multiple of the stride {s}")
         self._pre = Preprocessor(self.input_spec, self.imgsz, self.meta.stride, rect=rect)
+        #: whether predict works in the backend's own tensors (fixed-shape, single-input models)
+        self._in_place = self.backend.in_place and fixed is not None and len(self.backend.inputs) == 1
         self._out_specs = {s.name: s for s in self.backend.outputs}
         self._decoder_args = dict(conf=conf, iou=iou, max_det=max_det, classes=classes, retina_masks=retina_masks,
                                   agnostic=agnostic, nms_impl=nms, multi_label=multi_label, specs=self._out_specs,
@@ -187,21 +191,47 @@ class Runtime:
         inputs raise :class:`InputError` before the backend is called; anything the vendor
         library raises (onnxruntime, LiteRT, OpenVINO, ncnn, CoreML) becomes an
         :class:`InferenceError` naming the backend and the model, with the vendor error chained."""
-        if self._closed:
-            raise InputError("this Runtime is closed")
-        _check_feeds(self.path.name, self.backend.inputs, feeds)
-        with self._lock:
-            if self._share.closed:  # closed by another thread since the check above
-                raise InputError("this Runtime is closed")
+        with self._inference():
+            _check_feeds(self.path.name, self.backend.inputs, feeds)
             try:
                 return self.backend.run(feeds)
             except EdgesegError:
                 raise
             except Exception as exc:  # vendor errors: InvalidArgument, RuntimeError, MemoryError...
-                raise InferenceError(
-                    f"{self.path.name}: the {self.backend.name} backend failed during inference "
-                    f"({type(exc).__name__}: {_first_line(exc)})"
-                ) from exc
+                raise InferenceError.from_vendor(self.path.name, self.backend.name, exc) from exc
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        """The inference lock, on a Runtime (and model) that is not closed."""
+        if self._closed:
+            raise InputError("this Runtime is closed")
+        with self._lock:
+            if self._share.closed:  # closed by another thread since the check above
+                raise InputError("this Runtime is closed")
+            yield
+
+    def _run_in_place(self, img: np.ndarray, finish: Callable[[Dict[str, np.ndarray], Letterbox], T]
+                      ) -> Tuple[T, Dict[str, float]]:
+        """Preprocess, infer and ``finish(outputs, letterbox)`` in the backend's own tensors (see
+        :meth:`Backend.run_in_place`: ``finish`` must keep no reference to ``outputs``), under the
+        inference lock, since the next inference overwrites them; with the stage timings in ms."""
+        name = self.input_spec.name
+        t = [time.perf_counter()]
+        geometry: List[Letterbox] = []
+
+        def write(inputs: Dict[str, np.ndarray]) -> None:
+            geometry.append(self._pre(img, out=inputs[name])[1])
+            t.append(time.perf_counter())
+
+        def read(outputs: Dict[str, np.ndarray]) -> T:
+            t.append(time.perf_counter())
+            return finish(outputs, geometry[0])
+
+        with self._inference():
+            result = self.backend.run_in_place(write, read)
+        t.append(time.perf_counter())
+        return result, {"preprocess": (t[1] - t[0]) * 1e3, "inference": (t[2] - t[1]) * 1e3,
+                        "postprocess": (t[3] - t[2]) * 1e3}
 
     def postprocess(self, outputs: Dict[str, np.ndarray], lb: Letterbox, img: Optional[np.ndarray] = None,
                     path: Optional[str] = None) -> Results:
@@ -225,8 +255,10 @@ class Runtime:
             img = read_image(source)
         else:
             raise InputError(f"expected an image path or an HxWx3 uint8 array, found {type(source).__name__}")
-        if self.backend.in_place and self.fixed_imgsz is not None and len(self.backend.inputs) == 1:
-            return self._predict_in_place(img, path)
+        if self._in_place:  # LiteRT: the letterbox and the decode work in the interpreter's tensors
+            res, speed = self._run_in_place(img, lambda outputs, lb: self.postprocess(outputs, lb, img, path))
+            res.speed = speed
+            return res
         t0 = time.perf_counter()
         feeds, lb = self.preprocess(img)
         t1 = time.perf_counter()
@@ -235,34 +267,6 @@ class Runtime:
         res = self.postprocess(outputs, lb, img, path)
         t3 = time.perf_counter()
         res.speed = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
-        return res
-
-    def _predict_in_place(self, img: np.ndarray, path: Optional[str]) -> Results:
-        """:meth:`predict_one` on a backend that takes its input and gives its outputs in its own
-        memory (LiteRT): the letterbox is written straight into the input tensor and the outputs
-        are decoded where they lie, under the inference lock (the next inference overwrites them).
-        The same arithmetic as the preprocess / infer / postprocess path, without the copies."""
-        name = self.input_spec.name
-        t = [time.perf_counter()]
-        geometry: List[Letterbox] = []
-
-        def write(inputs: Dict[str, np.ndarray]) -> None:
-            geometry.append(self._pre(img, out=inputs[name])[1])
-            t.append(time.perf_counter())
-
-        def read(outputs: Dict[str, np.ndarray]) -> Results:
-            t.append(time.perf_counter())
-            return self.postprocess(outputs, geometry[0], img, path)
-
-        if self._closed:
-            raise InputError("this Runtime is closed")
-        with self._lock:
-            if self._share.closed:
-                raise InputError("this Runtime is closed")
-            res = self.backend.run_in_place(write, read)
-        t.append(time.perf_counter())
-        res.speed = {"preprocess": (t[1] - t[0]) * 1e3, "inference": (t[2] - t[1]) * 1e3,
-                     "postprocess": (t[3] - t[2]) * 1e3}
         return res
 
     @overload
@@ -481,9 +485,3 @@ def _check_feeds(model: str, specs: Sequence[TensorSpec], feeds: Any) -> None:
             raise InputError(f"{model}: input {s.name!r} expects shape {tuple(s.shape)}, found {x.shape}")
         if s.dtype != np.dtype(object) and x.dtype != s.dtype:
             raise InputError(f"{model}: input {s.name!r} expects dtype {np.dtype(s.dtype).name}, found {x.dtype}")
-
-
-def _first_line(exc: BaseException) -> str:
-    """The vendor's message, shortened to its first meaningful line(s)."""
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    return ("; ".join(lines[:2]) if lines else type(exc).__name__)[:300]

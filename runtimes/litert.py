@@ -88,6 +88,7 @@ class LiteRTBackend(Backend):
     requires = ("ai_edge_litert", "tflite_runtime")
     extra = "tflite"
     priority = 10
+    in_place = True
 
     def __init__(self, model: Path, *, threads: Optional[int] = None, delegate: Optional[str] = None,
                  device: Optional[str] = None, **options: Any) -> None:
@@ -163,8 +164,6 @@ class LiteRTBackend(Backend):
         # get_tensor copies, so results stay valid across invocations
         return {name: self._interp.get_tensor(i) for name, i in self._out_index.items()}
 
-    in_place = True
-
     def run_in_place(self, write: Callable[[Dict[str, np.ndarray]], None],
                      read: Callable[[Dict[str, np.ndarray]], T]) -> T:
         """The input written straight into the interpreter's input tensor and the outputs read
@@ -172,7 +171,6 @@ class LiteRTBackend(Backend):
         frame for a float 640 model). LiteRT refuses ``invoke`` while a numpy view of its memory is
         alive, so every view is dropped before this returns, also when ``write`` or ``read`` fail
         (the locals of their frames in the traceback are cleared)."""
-        views: Dict[str, np.ndarray] = {}
         try:
             views = {n: self._interp.tensor(i)() for n, i in self._in_index.items()}
             write(views)
@@ -180,12 +178,10 @@ class LiteRTBackend(Backend):
             try:
                 self._interp.invoke()
             except (ValueError, RuntimeError) as exc:
-                raise InferenceError(f"{self._model.name}: the litert backend failed during inference "
-                                     f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]})") from exc
+                raise InferenceError.from_vendor(self._model.name, self.name, exc) from exc
             views = {n: self._interp.tensor(i)() for n, i in self._out_index.items()}
             return read(views)
         except BaseException as exc:
-            views = {}
             traceback.clear_frames(exc.__traceback__)
             raise
         finally:

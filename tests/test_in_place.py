@@ -16,7 +16,7 @@ from _assets import MODELS, image_path, require_assets
 from edgeseg import Runtime
 from edgeseg import default_model as dm
 from edgeseg.backend import TensorSpec
-from edgeseg.errors import InputError
+from edgeseg.errors import InferenceError, InputError
 from edgeseg.eval.datasets.synth import synth_image
 from edgeseg.io import read_image
 from edgeseg.preprocess import Preprocessor
@@ -137,3 +137,21 @@ def test_integer_inputs_without_a_table_equal_the_quantization_formula() -> None
     assert odd._xor is None
     expect = np.clip(np.rint(rgb / 255.0 / 0.0187 - 14), -128, 127).astype(np.int8)
     np.testing.assert_array_equal(odd(img)[0][0], expect)
+
+
+def test_a_view_kept_by_the_caller_is_an_inference_error_until_dropped() -> None:
+    """LiteRT refuses to invoke while a view of its tensors lives; a caller of run_in_place that
+    keeps one gets an InferenceError naming the backend and model (the vendor error chained),
+    and the Runtime works again once the view is gone."""
+    img = synth_image(5, (360, 480), seed=5)[0]
+    with Runtime(DEFAULT_TFLITE) as rt:
+        expected = rt(img)
+        leaked = []
+        rt.backend.run_in_place(lambda inputs: None, lambda outputs: leaked.extend(outputs.values()))
+        with pytest.raises(InferenceError, match=rf"{DEFAULT_TFLITE.name}: the litert backend failed during "
+                                                 r"inference \(RuntimeError: .*reference") as info:
+            rt(img)
+        assert isinstance(info.value.__cause__, RuntimeError)
+        del info
+        leaked.clear()
+        _same(rt(img), expected)

@@ -12,8 +12,12 @@ full Runtime call, round after round, so load changes hit all three alike), medi
 On LiteRT, ``Runtime`` writes the letterbox straight into the interpreter's input tensor and
 decodes the outputs where they lie (``Backend.run_in_place``), so it skips the ``set_tensor`` /
 ``get_tensor`` copies that ``bare`` makes; ``boxes`` takes that path too.
-Overhead = (Runtime - bare) / bare. The machine's load average is printed with the numbers:
-on a loaded machine every figure is slower and noisier.
+Overhead = (Runtime - bare) / bare. A second table gives the full calls' own stage timings
+(``Results.speed``): preprocessing (letterbox resize and input conversion), Runtime's own invoke
+and postprocessing (decode, NMS, masks, Results), as medians and as shares of ``bare``; ``saved``
+is what that invoke saves against the bare call (the copies), so overhead ~ pre + post - saved.
+The machine's load average is printed with the numbers: on a loaded machine every figure is
+slower and noisier.
 
 ``--scaling`` adds postprocessing of 1, 10 and 100 detections with per-box masks against a
 dense N x H x W approach, and numpy NMS against OpenCV's.
@@ -73,8 +77,13 @@ def overhead(model: Path, img: np.ndarray, runs: int, threads: int) -> Dict[str,
         f, lb = rt.preprocess(img)
         return dec.detect(rt.infer(f), lb)  # type: ignore[union-attr]
 
+    stages: Dict[str, List[float]] = {"preprocess": [], "inference": [], "postprocess": []}
+
     def full() -> object:
-        return rt(img)
+        res = rt(img)
+        for k in stages:  # the full call's own stage timings (Results.speed)
+            stages[k].append(res.speed[k])
+        return res
 
     fns = {"bare": bare, "boxes": boxes, "full": full}
     times: Dict[str, List[float]] = {k: [] for k in fns}
@@ -90,6 +99,7 @@ def overhead(model: Path, img: np.ndarray, runs: int, threads: int) -> Dict[str,
     res = rt(img)
     rt.close()
     med = {k: statistics.median(v) for k, v in times.items()}
+    med.update({k: statistics.median(v[-runs:]) for k, v in stages.items()})
     med["detections"] = len(res)
     return med
 
@@ -184,12 +194,22 @@ def main() -> int:
           f"{os.cpu_count()} CPUs, load average {load0:.1f}")
     print(f"{'model':<34} {'bare ms':>8} {'boxes ms':>9} {'full ms':>8} {'dets':>5} "
           f"{'overhead boxes':>15} {'overhead +masks':>16}")
+    stats = []
     for m in args.models:
         s = overhead(m, img, args.runs, args.threads)
+        stats.append((m, s))
         ob, of = (s["boxes"] - s["bare"]) / s["bare"], (s["full"] - s["bare"]) / s["bare"]
         print(f"{m.name:<34} {s['bare']:>8.2f} {s['boxes']:>9.2f} {s['full']:>8.2f} {int(s['detections']):>5} "
               f"{ob:>8.3f} ({s['boxes'] - s['bare']:>4.1f}ms) {of:>8.3f} ({s['full'] - s['bare']:>4.1f}ms)")
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    # where the overhead goes, from the full calls' own stage timings: overhead = pre + post minus
+    # what Runtime's own invoke saves against the bare call (its copies in and out)
+    print(f"\n{'inside the full call (medians)':<34} {'pre ms':>8} {'invoke ms':>10} {'post ms':>8} "
+          f"{'pre/bare':>9} {'post/bare':>10} {'saved/bare':>11}")
+    for m, s in stats:
+        b = s["bare"]
+        print(f"{m.name:<34} {s['preprocess']:>8.2f} {s['inference']:>10.2f} {s['postprocess']:>8.2f} "
+              f"{s['preprocess'] / b:>9.3f} {s['postprocess'] / b:>10.3f} {(b - s['inference']) / b:>11.3f}")
     if args.scaling:
         for m in args.models:
             postprocess_scaling(m, img, max(args.runs // 2, 5))
